@@ -1,0 +1,30 @@
+"""fnn: neural networks on numpy as pure functions over immutable records.
+
+Every layer is a frozen spec with ``init(key) -> (params, state)``,
+``forward(params, state, x) -> (y, cache)`` and ``backward(params, cache, dy) -> (dx, dparams)``.
+See docs/contract.md.
+"""
+
+from . import testing, tree
+from .activations import ELU, LeakyReLU, LogSoftMax, ReLU, SoftMax, SoftPlus
+from .conv import Conv2d
+from .core import Key, Layer, as_key, generator, split_key
+from .dropout import Dropout
+from .linear import ChannelwiseScaling, Linear
+from .losses import ClassNLLCriterion, ClassNLLCriterionUnstable, MSECriterion
+from .normalization import BatchNormalization
+from .optim import Adam, SGDMomentum
+from .pooling import MaxPool2d
+from .sequential import Sequential
+from .shape import Flatten
+from .tree import eval_mode, train_mode
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Layer", "Key", "as_key", "split_key", "generator", "tree", "testing",
+    "Linear", "SoftMax", "LogSoftMax", "BatchNormalization", "ChannelwiseScaling", "Dropout",
+    "ReLU", "LeakyReLU", "ELU", "SoftPlus", "Conv2d", "MaxPool2d", "Flatten", "Sequential",
+    "MSECriterion", "ClassNLLCriterionUnstable", "ClassNLLCriterion",
+    "SGDMomentum", "Adam", "train_mode", "eval_mode",
+]

@@ -1,0 +1,148 @@
+"""Softmax family and elementwise activations.
+
+Elementwise activations accept any shape (they follow Conv2d in CNNs); SoftMax and LogSoftMax
+work over the last axis of (N, C). All are parameterless and stateless: ``init`` gives
+``((), ())`` and ``dparams`` is ``()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+from scipy.special import expit
+
+from .core import Layer, as_float_array, expect_shape, finite_real
+
+__all__ = ["ActivationCache", "SoftMax", "LogSoftMax", "ReLU", "LeakyReLU", "ELU", "SoftPlus"]
+
+
+@attrs.frozen
+class ActivationCache:
+    """What an activation's backward needs: its input ``x`` and/or output ``y``."""
+
+    x: np.ndarray | None
+    y: np.ndarray | None
+    state: Any = ()
+
+
+class _Activation(Layer):
+    """Shared forward/backward plumbing; subclasses define ``_f`` and ``_df``.
+
+    ``_f(x) -> y`` and ``_df(x, y, dy) -> dx``. ``_keep`` names what the cache keeps.
+    """
+
+    _keep = ("x",)
+    _shape: tuple | None = None  # an expected shape, or None for any shape
+
+    def forward(self, params: Any, state: Any, x: np.ndarray) -> tuple[np.ndarray, ActivationCache]:
+        x = as_float_array(self, x)
+        if self._shape is not None:
+            expect_shape(self, x, self._shape)
+        y = self._f(x)
+        return y, ActivationCache(x=x if "x" in self._keep else None,
+                                  y=y if "y" in self._keep else None, state=state)
+
+    def backward(self, params: Any, cache: ActivationCache, dy: np.ndarray
+                 ) -> tuple[np.ndarray, tuple]:
+        ref = cache.x if cache.x is not None else cache.y
+        dy = as_float_array(self, dy, "gradient")
+        expect_shape(self, dy, ref.shape, "gradient")
+        return self._df(cache.x, cache.y, dy), ()
+
+
+@attrs.frozen
+class SoftMax(_Activation):
+    """y_ij = exp(x_ij - m_i) / sum_k exp(x_ik - m_i), m_i = max_k x_ik; x, y (N, C).
+
+    Backward: dx = y * (dy - sum_k dy_k y_k). The cache holds y.
+    """
+
+    _keep = ("y",)
+    _shape = ("N", "C")
+
+    def _f(self, x):
+        e = x - x.max(axis=1, keepdims=True)
+        np.exp(e, out=e)
+        e /= e.sum(axis=1, keepdims=True)
+        return e
+
+    def _df(self, x, y, dy):
+        dx = dy - np.einsum("ij,ij->i", dy, y)[:, None]
+        dx *= y
+        return dx
+
+
+@attrs.frozen
+class LogSoftMax(_Activation):
+    """y_ij = x_ij - m_i - log sum_k exp(x_ik - m_i); x, y (N, C).
+
+    Backward: dx = dy - exp(y) * sum_k dy_k. The cache holds y.
+    """
+
+    _keep = ("y",)
+    _shape = ("N", "C")
+
+    def _f(self, x):
+        z = x - x.max(axis=1, keepdims=True)
+        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return z
+
+    def _df(self, x, y, dy):
+        dx = np.exp(y)
+        dx *= -dy.sum(axis=1, keepdims=True)
+        dx += dy
+        return dx
+
+
+@attrs.frozen
+class ReLU(_Activation):
+    """y = max(x, 0); dx = dy where x > 0, else 0. Any shape. The cache holds x."""
+
+    def _f(self, x):
+        return np.maximum(x, 0)
+
+    def _df(self, x, y, dy):
+        return np.where(x > 0, dy, 0).astype(dy.dtype, copy=False)
+
+
+@attrs.frozen
+class LeakyReLU(_Activation):
+    """y = x if x > 0 else slope * x (slope default 0.03); dx likewise. Any shape."""
+
+    slope: float = attrs.field(default=0.03, validator=finite_real)
+
+    def _f(self, x):
+        return np.where(x > 0, x, x * self.slope)
+
+    def _df(self, x, y, dy):
+        return np.where(x > 0, dy, dy * self.slope)
+
+
+@attrs.frozen
+class ELU(_Activation):
+    """y = x if x > 0 else alpha * (exp(x) - 1) (alpha default 1.0); dx = dy * alpha * exp(x)
+    for x <= 0. Computed with expm1 as PyTorch does. Any shape. The cache holds x."""
+
+    alpha: float = attrs.field(default=1.0, validator=finite_real)
+
+    def _f(self, x):
+        return np.where(x > 0, x, np.expm1(np.minimum(x, 0)) * self.alpha)
+
+    def _df(self, x, y, dy):
+        return np.where(x > 0, dy, dy * (np.exp(np.minimum(x, 0)) * self.alpha))
+
+
+@attrs.frozen
+class SoftPlus(_Activation):
+    """y = log(1 + exp(x)), computed as max(x, 0) + log1p(exp(-|x|)) so that no exp overflows
+    and large |x| lose no precision; dx = dy * sigmoid(x). Any shape. The cache holds x."""
+
+    def _f(self, x):
+        y = np.log1p(np.exp(-np.abs(x)))
+        y += np.maximum(x, 0)
+        return y
+
+    def _df(self, x, y, dy):
+        return dy * expit(x)

@@ -1,0 +1,143 @@
+"""Shared plumbing for every layer: random keys, input checks and hyperparameter validators.
+
+Keys
+----
+Randomness in fnn is explicit. A :class:`Key` is a frozen record holding one non-negative
+integer seed; :func:`split_key` derives independent child keys from it and :func:`generator`
+turns a key into a fresh ``numpy.random.Generator``. Both are pure: the same key always gives
+the same children and the same numbers. Both go through ``numpy.random.SeedSequence`` with
+distinct spawn keys, so a key's children and its own random stream never overlap.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+__all__ = [
+    "Key",
+    "as_key",
+    "split_key",
+    "generator",
+    "as_float_array",
+    "expect_shape",
+    "shape_str",
+]
+
+
+def _seed_validator(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"Key: seed must be a non-negative int, got {value!r}")
+
+
+@attrs.frozen
+class Key:
+    """A random key: one non-negative integer seed. Build one with ``Key(0)`` or pass an int."""
+
+    seed: int = attrs.field(converter=lambda s: int(s) if isinstance(s, np.integer) else s,
+                            validator=_seed_validator)
+
+
+def as_key(key: int | Key) -> Key:
+    """Return ``key`` as a :class:`Key`; a plain int (or numpy integer) is a seed."""
+    if isinstance(key, Key):
+        return key
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return Key(int(key))
+    raise TypeError(f"expected an int seed or an fnn.Key, got {type(key).__name__}: {key!r}")
+
+
+def split_key(key: int | Key, n: int = 2) -> tuple[Key, ...]:
+    """Derive ``n`` independent keys from ``key`` (pure: same key, same children)."""
+    seq = np.random.SeedSequence(as_key(key).seed, spawn_key=(0,))
+    return tuple(Key(int(w)) for w in seq.generate_state(n, dtype=np.uint64))
+
+
+def generator(key: int | Key) -> np.random.Generator:
+    """A new ``numpy.random.Generator`` whose stream is fixed by ``key``."""
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence(as_key(key).seed, spawn_key=(1,))))
+
+
+def shape_str(shape: Sequence[int | str | None]) -> str:
+    """Format an expected shape: ints as numbers, names (or None) as letters, e.g. ``(N, 784)``."""
+    parts = ["*" if s is None else str(s) for s in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
+def as_float_array(owner: Any, x: Any, name: str = "input") -> np.ndarray:
+    """``x`` as a floating-point ndarray (no copy), or a TypeError naming ``owner``.
+
+    Integer and boolean arrays are rejected rather than computed in integer arithmetic; the
+    message says how to convert them explicitly.
+    """
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(
+            f"{owner!r}: expected a floating-point {name}, got dtype {x.dtype}; "
+            f"convert it explicitly, e.g. {name}.astype(np.float32) or .astype(np.float64)")
+    return x
+
+
+def expect_shape(owner: Any, x: np.ndarray, expected: Sequence[int | str | None],
+                 name: str = "input") -> None:
+    """Raise ValueError naming ``owner`` unless ``x.shape`` matches ``expected``.
+
+    ``expected`` holds ints (must match) and names such as ``"N"`` (any size).
+    """
+    ok = x.ndim == len(expected) and all(
+        not isinstance(e, int) or e == s for e, s in zip(expected, x.shape))
+    if not ok:
+        raise ValueError(f"{owner!r}: expected {name} of shape {shape_str(expected)}, "
+                         f"got shape {tuple(x.shape)}")
+
+
+# --- hyperparameter validators (attrs): the message names the class -----------------------
+
+def positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a positive "
+                         f"integer, got {value!r}")
+
+
+def finite_real(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a finite real "
+                         f"number, got {value!r}")
+
+
+def in_range(low: float, high: float, *, high_open: bool = True):
+    """Validator: ``low <= value < high`` (or ``<= high`` when ``high_open`` is False)."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        finite_real(instance, attribute, value)
+        ok = low <= value < high if high_open else low <= value <= high
+        if not ok:
+            bracket = ")" if high_open else "]"
+            raise ValueError(f"{type(instance).__name__}: {attribute.name} must be in "
+                             f"[{low}, {high}{bracket}, got {value!r}")
+
+    return check
+
+
+def cast_like(a: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``a`` in ``like``'s dtype (no copy when it already is)."""
+    return a.astype(like.dtype, copy=False)
+
+
+class Layer:
+    """Base of the fnn layers: the defaults for a layer with no params and no state.
+
+    Subclasses are frozen attrs classes holding hyperparameters only and define
+    ``forward(params, state, x) -> (y, cache)`` and
+    ``backward(params, cache, dy) -> (dx, dparams)``.
+    """
+
+    def init(self, key: int | Key = 0) -> tuple[Any, Any]:
+        """``(params, state)``; here ``((), ())``: nothing to learn, nothing to carry."""
+        as_key(key)
+        return (), ()

@@ -1,0 +1,61 @@
+"""Dropout with an explicit random key carried in the state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+
+from .core import Key, Layer, as_float_array, as_key, expect_shape, generator, in_range, split_key
+
+__all__ = ["Dropout", "DropoutState", "DropoutCache"]
+
+
+@attrs.frozen
+class DropoutState:
+    training: bool
+    key: Key
+
+
+@attrs.frozen
+class DropoutCache:
+    mask: np.ndarray | None  # kept / (1 - p) per element, in x's dtype; None in eval mode
+    state: DropoutState
+
+
+@attrs.frozen
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each element with probability ``p`` (p is the DROP
+    probability) and scale survivors by 1 / (1 - p); in evaluation, the identity.
+
+    Any shape. No params. State: ``training`` and ``key``; each training call draws its mask
+    from a key split off ``state.key`` and returns the advanced key in ``cache.state``, so
+    successive steps draw new masks and a run is reproducible from one seed. The cache holds
+    the scaled mask; backward is dx = dy * mask.
+    """
+
+    p: float = attrs.field(default=0.5, validator=in_range(0.0, 1.0))
+
+    def init(self, key: int | Key = 0) -> tuple[tuple, DropoutState]:
+        return (), DropoutState(training=True, key=as_key(key))
+
+    def forward(self, params: Any, state: DropoutState, x: np.ndarray
+                ) -> tuple[np.ndarray, DropoutCache]:
+        x = as_float_array(self, x)
+        if not state.training:
+            return x.copy(), DropoutCache(mask=None, state=state)
+        next_key, mask_key = split_key(state.key)
+        draw_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
+        u = generator(mask_key).random(x.shape, dtype=draw_dtype)
+        mask = (u >= self.p).astype(x.dtype)
+        mask *= x.dtype.type(1.0 / (1.0 - self.p))
+        return x * mask, DropoutCache(mask=mask, state=DropoutState(training=True, key=next_key))
+
+    def backward(self, params: Any, cache: DropoutCache, dy: np.ndarray
+                 ) -> tuple[np.ndarray, tuple]:
+        dy = as_float_array(self, dy, "gradient")
+        if cache.mask is None:
+            return dy.copy(), ()
+        expect_shape(self, dy, cache.mask.shape, "gradient")
+        return dy * cache.mask, ()

@@ -1,0 +1,113 @@
+"""Linear (fully connected) layer and ChannelwiseScaling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+
+from .core import Key, Layer, as_float_array, cast_like, expect_shape, generator, positive_int
+
+__all__ = ["Linear", "LinearParams", "LinearCache", "ChannelwiseScaling", "ScalingParams",
+           "ScalingCache"]
+
+
+def uniform_fan(key: int | Key, fan: int, *shapes: tuple[int, ...]) -> list[np.ndarray]:
+    """Float64 arrays drawn in order from U(-1/sqrt(fan), 1/sqrt(fan)): the classic init."""
+    rng = generator(key)
+    bound = 1.0 / np.sqrt(fan)
+    return [rng.uniform(-bound, bound, size=shape) for shape in shapes]
+
+
+@attrs.frozen
+class LinearParams:
+    W: np.ndarray  # (n_out, n_in)
+    b: np.ndarray  # (n_out,)
+
+
+@attrs.frozen
+class LinearCache:
+    x: np.ndarray
+    state: Any = ()
+
+
+@attrs.frozen
+class Linear(Layer):
+    """y = x @ W.T + b.
+
+    Shapes: x (N, n_in) -> y (N, n_out); W (n_out, n_in), b (n_out,). Init: W then b from
+    U(±1/sqrt(n_in)) (float64). The cache holds x. Computation is in x's dtype; dparams come
+    back in the params' dtypes.
+    """
+
+    n_in: int = attrs.field(validator=positive_int)
+    n_out: int = attrs.field(validator=positive_int)
+
+    def init(self, key: int | Key = 0) -> tuple[LinearParams, tuple]:
+        W, b = uniform_fan(key, self.n_in, (self.n_out, self.n_in), (self.n_out,))
+        return LinearParams(W=W, b=b), ()
+
+    def forward(self, params: LinearParams, state: Any, x: np.ndarray
+                ) -> tuple[np.ndarray, LinearCache]:
+        x = as_float_array(self, x)
+        expect_shape(self, x, ("N", self.n_in))
+        y = x @ cast_like(params.W, x).T
+        y += cast_like(params.b, x)
+        return y, LinearCache(x=x, state=state)
+
+    def backward(self, params: LinearParams, cache: LinearCache, dy: np.ndarray
+                 ) -> tuple[np.ndarray, LinearParams]:
+        x = cache.x
+        dy = as_float_array(self, dy, "gradient")
+        expect_shape(self, dy, (x.shape[0], self.n_out), "gradient")
+        dx = dy @ cast_like(params.W, x)
+        dW = dy.T @ x
+        db = dy.sum(axis=0)
+        return dx, LinearParams(W=cast_like(dW, params.W), b=cast_like(db, params.b))
+
+
+@attrs.frozen
+class ScalingParams:
+    gamma: np.ndarray  # (n_out,)
+    beta: np.ndarray  # (n_out,)
+
+
+@attrs.frozen
+class ScalingCache:
+    x: np.ndarray
+    state: Any = ()
+
+
+@attrs.frozen
+class ChannelwiseScaling(Layer):
+    """y = x * gamma + beta, per feature (the affine part of batch normalization).
+
+    Shapes: x (N, n_out) -> y (N, n_out); gamma, beta (n_out,). Init: gamma then beta from
+    U(±1/sqrt(n_out)). The cache holds x.
+    """
+
+    n_out: int = attrs.field(validator=positive_int)
+
+    def init(self, key: int | Key = 0) -> tuple[ScalingParams, tuple]:
+        gamma, beta = uniform_fan(key, self.n_out, (self.n_out,), (self.n_out,))
+        return ScalingParams(gamma=gamma, beta=beta), ()
+
+    def forward(self, params: ScalingParams, state: Any, x: np.ndarray
+                ) -> tuple[np.ndarray, ScalingCache]:
+        x = as_float_array(self, x)
+        expect_shape(self, x, ("N", self.n_out))
+        y = x * cast_like(params.gamma, x)
+        y += cast_like(params.beta, x)
+        return y, ScalingCache(x=x, state=state)
+
+    def backward(self, params: ScalingParams, cache: ScalingCache, dy: np.ndarray
+                 ) -> tuple[np.ndarray, ScalingParams]:
+        x = cache.x
+        dy = as_float_array(self, dy, "gradient")
+        expect_shape(self, dy, x.shape, "gradient")
+        dx = dy * cast_like(params.gamma, x)
+        dgamma = np.einsum("ij,ij->j", dy, x)
+        dbeta = dy.sum(axis=0)
+        return dx, ScalingParams(gamma=cast_like(dgamma, params.gamma),
+                                 beta=cast_like(dbeta, params.beta))

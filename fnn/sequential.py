@@ -1,0 +1,77 @@
+"""Sequential: a chain of layers that is itself a layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from .core import Key, Layer, split_key
+
+__all__ = ["Sequential", "SequentialCache"]
+
+
+@attrs.frozen
+class SequentialCache:
+    caches: tuple  # the children's caches, in order
+    state: tuple  # the children's new states, in order
+
+
+def _note(err: BaseException, i: int, layer: Any, what: str) -> None:
+    err.add_note(f"in Sequential layer {i} ({what}): {layer!r}")
+
+
+@attrs.frozen
+class Sequential(Layer):
+    """Apply ``layers`` in order. params and state are tuples of the children's (one entry per
+    child, ``()`` for a child with none); the cache holds the children's caches and the tuple of
+    their new states. ``init(key)`` gives each child its own key split off ``key``. An exception
+    raised by a child carries a note with the child's index and repr."""
+
+    layers: tuple = attrs.field(converter=tuple)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.layers[i]
+
+    def init(self, key: int | Key = 0) -> tuple[tuple, tuple]:
+        pairs = [layer.init(k) for layer, k in zip(self.layers, split_key(key, len(self.layers)))]
+        return tuple(p for p, _ in pairs), tuple(s for _, s in pairs)
+
+    def _check(self, tree: Any, name: str) -> None:
+        if not isinstance(tree, tuple) or len(tree) != len(self.layers):
+            raise ValueError(f"{self!r}: expected {name} as a tuple of {len(self.layers)} "
+                             f"entries (one per layer), got {type(tree).__name__}"
+                             + (f" of {len(tree)}" if isinstance(tree, (tuple, list)) else ""))
+
+    def forward(self, params: Sequence, state: Sequence, x: np.ndarray
+                ) -> tuple[np.ndarray, SequentialCache]:
+        self._check(params, "params")
+        self._check(state, "state")
+        caches, states = [], []
+        for i, (layer, p, s) in enumerate(zip(self.layers, params, state)):
+            try:
+                x, cache = layer.forward(p, s, x)
+            except Exception as err:
+                _note(err, i, layer, "forward")
+                raise
+            caches.append(cache)
+            states.append(cache.state)
+        return x, SequentialCache(caches=tuple(caches), state=tuple(states))
+
+    def backward(self, params: Sequence, cache: SequentialCache, dy: np.ndarray
+                 ) -> tuple[np.ndarray, tuple]:
+        self._check(params, "params")
+        grads = [None] * len(self.layers)
+        for i in reversed(range(len(self.layers))):
+            layer = self.layers[i]
+            try:
+                dy, grads[i] = layer.backward(params[i], cache.caches[i], dy)
+            except Exception as err:
+                _note(err, i, layer, "backward")
+                raise
+        return dy, tuple(grads)
