@@ -75,7 +75,7 @@ class Conv2d(Layer):
     out_channels: int = attrs.field(validator=positive_int)
     kernel_size: int = attrs.field(validator=_odd_positive)
 
-    def init(self, key: int | Key = 0) -> tuple[ConvParams, tuple]:
+    def init(self, key: int | Key) -> tuple[ConvParams, tuple]:
         k = self.kernel_size
         W, b = uniform_fan(key, self.in_channels,
                            (self.out_channels, self.in_channels, k, k), (self.out_channels,))

@@ -137,7 +137,7 @@ class Layer:
     ``backward(params, cache, dy) -> (dx, dparams)``.
     """
 
-    def init(self, key: int | Key = 0) -> tuple[Any, Any]:
+    def init(self, key: int | Key) -> tuple[Any, Any]:
         """``(params, state)``; here ``((), ())``: nothing to learn, nothing to carry."""
         as_key(key)
         return (), ()

@@ -37,7 +37,7 @@ class Dropout(Layer):
 
     p: float = attrs.field(default=0.5, validator=in_range(0.0, 1.0))
 
-    def init(self, key: int | Key = 0) -> tuple[tuple, DropoutState]:
+    def init(self, key: int | Key) -> tuple[tuple, DropoutState]:
         return (), DropoutState(training=True, key=as_key(key))
 
     def forward(self, params: Any, state: DropoutState, x: np.ndarray

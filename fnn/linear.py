@@ -44,7 +44,7 @@ class Linear(Layer):
     n_in: int = attrs.field(validator=positive_int)
     n_out: int = attrs.field(validator=positive_int)
 
-    def init(self, key: int | Key = 0) -> tuple[LinearParams, tuple]:
+    def init(self, key: int | Key) -> tuple[LinearParams, tuple]:
         W, b = uniform_fan(key, self.n_in, (self.n_out, self.n_in), (self.n_out,))
         return LinearParams(W=W, b=b), ()
 
@@ -89,7 +89,7 @@ class ChannelwiseScaling(Layer):
 
     n_out: int = attrs.field(validator=positive_int)
 
-    def init(self, key: int | Key = 0) -> tuple[ScalingParams, tuple]:
+    def init(self, key: int | Key) -> tuple[ScalingParams, tuple]:
         gamma, beta = uniform_fan(key, self.n_out, (self.n_out,), (self.n_out,))
         return ScalingParams(gamma=gamma, beta=beta), ()
 

@@ -55,7 +55,7 @@ class BatchNormalization(Layer):
     n_features: int = attrs.field(validator=positive_int)
     alpha: float = attrs.field(default=0.0, validator=in_range(0.0, 1.0, high_open=False))
 
-    def init(self, key: int | Key = 0) -> tuple[tuple, BatchNormState]:
+    def init(self, key: int | Key) -> tuple[tuple, BatchNormState]:
         as_key(key)
         return (), BatchNormState(training=True, moving_mean=np.zeros(self.n_features),
                                   moving_variance=np.ones(self.n_features))

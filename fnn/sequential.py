@@ -38,7 +38,7 @@ class Sequential(Layer):
     def __getitem__(self, i: int) -> Any:
         return self.layers[i]
 
-    def init(self, key: int | Key = 0) -> tuple[tuple, tuple]:
+    def init(self, key: int | Key) -> tuple[tuple, tuple]:
         pairs = [layer.init(k) for layer, k in zip(self.layers, split_key(key, len(self.layers)))]
         return tuple(p for p, _ in pairs), tuple(s for _, s in pairs)
 
