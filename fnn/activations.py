@@ -13,7 +13,7 @@ import attrs
 import numpy as np
 from scipy.special import expit
 
-from .core import Layer, as_float_array, expect_shape, finite_real
+from .core import Layer, as_float_array, expect_shape, finite_real, real_float
 
 __all__ = ["ActivationCache", "SoftMax", "LogSoftMax", "ReLU", "LeakyReLU", "ELU", "SoftPlus"]
 
@@ -111,7 +111,7 @@ class ReLU(_Activation):
 class LeakyReLU(_Activation):
     """y = x if x > 0 else slope * x (slope default 0.03); dx likewise. Any shape."""
 
-    slope: float = attrs.field(default=0.03, validator=finite_real)
+    slope: float = attrs.field(default=0.03, converter=real_float, validator=finite_real)
 
     def _f(self, x):
         return np.where(x > 0, x, x * self.slope)
@@ -125,7 +125,7 @@ class ELU(_Activation):
     """y = x if x > 0 else alpha * (exp(x) - 1) (alpha default 1.0); dx = dy * alpha * exp(x)
     for x <= 0. Computed with expm1 as PyTorch does. Any shape. The cache holds x."""
 
-    alpha: float = attrs.field(default=1.0, validator=finite_real)
+    alpha: float = attrs.field(default=1.0, converter=real_float, validator=finite_real)
 
     def _f(self, x):
         return np.where(x > 0, x, np.expm1(np.minimum(x, 0)) * self.alpha)

@@ -98,6 +98,14 @@ def expect_shape(owner: Any, x: np.ndarray, expected: Sequence[int | str | None]
 
 # --- hyperparameter validators (attrs): the message names the class -----------------------
 
+def real_float(value: Any) -> Any:
+    """Converter: a real hyperparameter as a Python float (a numpy float64 scalar would turn
+    float32 arithmetic into float64); anything else is left for the validator to reject."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a positive "

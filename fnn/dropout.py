@@ -7,7 +7,17 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .core import Key, Layer, as_float_array, as_key, expect_shape, generator, in_range, split_key
+from .core import (
+    Key,
+    Layer,
+    as_float_array,
+    as_key,
+    expect_shape,
+    generator,
+    in_range,
+    real_float,
+    split_key,
+)
 
 __all__ = ["Dropout", "DropoutState", "DropoutCache"]
 
@@ -35,7 +45,7 @@ class Dropout(Layer):
     the scaled mask; backward is dx = dy * mask.
     """
 
-    p: float = attrs.field(default=0.5, validator=in_range(0.0, 1.0))
+    p: float = attrs.field(default=0.5, converter=real_float, validator=in_range(0.0, 1.0))
 
     def init(self, key: int | Key) -> tuple[tuple, DropoutState]:
         return (), DropoutState(training=True, key=as_key(key))

@@ -16,6 +16,7 @@ from .core import (
     expect_shape,
     in_range,
     positive_int,
+    real_float,
 )
 
 __all__ = ["BatchNormalization", "BatchNormState", "BatchNormCache"]
@@ -53,7 +54,8 @@ class BatchNormalization(Layer):
     EPS: ClassVar[float] = 1e-3
 
     n_features: int = attrs.field(validator=positive_int)
-    alpha: float = attrs.field(default=0.0, validator=in_range(0.0, 1.0, high_open=False))
+    alpha: float = attrs.field(default=0.0, converter=real_float,
+                               validator=in_range(0.0, 1.0, high_open=False))
 
     def init(self, key: int | Key) -> tuple[tuple, BatchNormState]:
         as_key(key)

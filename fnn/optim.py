@@ -13,7 +13,7 @@ import attrs
 import numpy as np
 
 from . import tree
-from .core import in_range
+from .core import in_range, real_float
 
 __all__ = ["SGDMomentum", "SGDState", "Adam", "AdamState", "sgd_momentum_leaf", "adam_leaf",
            "adam_step_size"]
@@ -63,8 +63,9 @@ class SGDState:
 class SGDMomentum:
     """SGD with momentum (classic form): v = momentum * v + learning_rate * g; w -= v."""
 
-    learning_rate: float = attrs.field(validator=_nonneg())
-    momentum: float = attrs.field(default=0.0, validator=in_range(0.0, 1.0))
+    learning_rate: float = attrs.field(converter=real_float, validator=_nonneg())
+    momentum: float = attrs.field(default=0.0, converter=real_float,
+                                  validator=in_range(0.0, 1.0))
 
     def init(self, params: Any) -> SGDState:
         return SGDState(accumulated_grads=tree.map(np.zeros_like, params))
@@ -89,10 +90,14 @@ class Adam:
     lr_t = learning_rate * sqrt(1 - beta2^t) / (1 - beta1^t), w -= lr_t * m / (sqrt(v) + epsilon).
     """
 
-    learning_rate: float = attrs.field(default=1e-3, validator=_nonneg())
-    beta1: float = attrs.field(default=0.9, validator=in_range(0.0, 1.0))
-    beta2: float = attrs.field(default=0.999, validator=in_range(0.0, 1.0))
-    epsilon: float = attrs.field(default=1e-8, validator=_nonneg())
+    learning_rate: float = attrs.field(default=1e-3, converter=real_float,
+                                       validator=_nonneg())
+    beta1: float = attrs.field(default=0.9, converter=real_float,
+                               validator=in_range(0.0, 1.0))
+    beta2: float = attrs.field(default=0.999, converter=real_float,
+                               validator=in_range(0.0, 1.0))
+    epsilon: float = attrs.field(default=1e-8, converter=real_float,
+                                 validator=_nonneg())
 
     def init(self, params: Any) -> AdamState:
         return AdamState(t=0, m=tree.map(np.zeros_like, params),
