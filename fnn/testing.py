@@ -132,6 +132,17 @@ def _same(a: Any, b: Any) -> bool:
     return True
 
 
+def _no_writes(layer: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on read-only arguments; numpy's error for a write into one of them becomes
+    an AssertionError naming the layer."""
+    try:
+        return fn(*args)
+    except ValueError as err:
+        if "read-only" not in str(err):
+            raise
+        raise AssertionError(f"{layer!r}: wrote into a read-only argument ({err})") from err
+
+
 def check_purity(layer: Any, params: Any, state: Any, x: np.ndarray, dy: Any = None, *,
                  key: int | Key = 0) -> None:
     """Check the purity rules of the layer contract on one input.
@@ -145,16 +156,14 @@ def check_purity(layer: Any, params: Any, state: Any, x: np.ndarray, dy: Any = N
     originals = tree.map(lambda a: a.copy() if isinstance(a, np.ndarray) else a,
                          (params, state, x))
     params, state, x = read_only((params, state, x))
-    y1, c1 = layer.forward(params, state, x)
-    y2, c2 = layer.forward(params, state, x)
+    y1, c1 = _no_writes(layer, layer.forward, params, state, x)
+    y2, c2 = _no_writes(layer, layer.forward, params, state, x)
     if not _same((y1, c1.state), (y2, c2.state)):
         raise AssertionError(f"{layer!r}: two forwards on equal arguments differ")
     if dy is None:
         dy = generator(key).standard_normal(np.shape(y1)).astype(np.asarray(y1).dtype)
     dy = read_only(np.asarray(dy))
-    g1 = layer.backward(params, c1, dy)
-    g2 = layer.backward(params, c1, dy)
-    g3 = layer.backward(params, c2, dy)
+    g1, g2, g3 = (_no_writes(layer, layer.backward, params, c, dy) for c in (c1, c1, c2))
     if not (_same(g1, g2) and _same(g1, g3)):
         raise AssertionError(f"{layer!r}: backward is not deterministic")
     if not _same(originals, (params, state, x)):
