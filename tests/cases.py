@@ -1,0 +1,219 @@
+"""The ONE table of layer cases that drives the generic layer tests.
+
+Every row of :data:`CASES` is a :class:`LayerCase`; every generic check (shapes, purity, dtype,
+finite-difference gradients, batch consistency, ...) runs on every row, and the PyTorch
+reference tests import the same table. A row is:
+
+- ``name``: the test id, e.g. ``"conv-k3"`` or ``"batchnorm-eval"``;
+- ``setup(draw) -> (layer, sample_shape)``: hypothesis draws the hyperparameters and the shape of
+  ONE sample (no batch axis); the batch size is drawn separately by :func:`examples`;
+- ``mode``: ``"train"`` or ``"eval"``, the mode the layer runs in. Eval rows are first run once in
+  training mode on another drawn batch, so that running statistics are not their initial values;
+- ``batch_coupled``: True when the samples of a batch affect each other's outputs (BatchNorm in
+  training through the batch statistics, Dropout in training through its key);
+- ``unique_values``: True when the input must hold distinct values at least 0.002 apart (max
+  pooling: the finite-difference step must not cross a tie). Other rows draw values in
+  [-3, -0.05] U [0.05, 3], away from the kinks of ReLU, LeakyReLU and ELU at 0.
+
+Use :func:`examples` (a hypothesis strategy) to get an :class:`Example` of a row:
+``layer, params, state, x`` in the requested dtype, ready for ``layer.forward(params, state, x)``.
+:func:`output_shape` gives the expected output shape of any fnn layer for an input shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import hypothesis.extra.numpy as hnp
+import numpy as np
+from hypothesis import strategies as st
+
+import fnn
+from fnn import tree
+
+__all__ = ["LayerCase", "Example", "CASES", "CASE_IDS", "examples", "output_shape",
+           "input_values", "training_flags"]
+
+Setup = Callable[[st.DrawFn], tuple[Any, tuple[int, ...]]]
+
+
+@attrs.frozen
+class LayerCase:
+    name: str
+    setup: Setup
+    mode: str = "train"
+    batch_coupled: bool = False
+    unique_values: bool = False
+
+
+@attrs.frozen
+class Example:
+    """One drawn instance of a row: call ``layer.forward(params, state, x)``."""
+
+    case: LayerCase
+    layer: Any
+    params: Any
+    state: Any
+    x: np.ndarray
+
+
+# --- hyperparameter and shape draws (small: the gradient check costs 2 forwards an element) ---
+
+def _size(draw: st.DrawFn, hi: int = 4) -> int:
+    return draw(st.integers(1, hi))
+
+
+def _any_shape(draw: st.DrawFn) -> tuple[int, ...]:
+    """A sample shape of rank 0 to 3 (with the batch axis: rank 1 to 4)."""
+    return tuple(draw(st.lists(st.integers(1, 3), min_size=0, max_size=3)))
+
+
+def _features(draw: st.DrawFn, layer_cls: Callable[..., Any], **hyper: Any):
+    n = _size(draw)
+    return layer_cls(n, **hyper), (n,)
+
+
+def _elementwise(make: Callable[[st.DrawFn], Any]) -> Setup:
+    return lambda draw: (make(draw), _any_shape(draw))
+
+
+def _linear(draw: st.DrawFn):
+    n_in, n_out = _size(draw), _size(draw)
+    return fnn.Linear(n_in, n_out), (n_in,)
+
+
+def _classes(layer_cls: Callable[[], Any]) -> Setup:
+    return lambda draw: (layer_cls(), (_size(draw, 5),))
+
+
+def _batchnorm(draw: st.DrawFn):
+    return _features(draw, fnn.BatchNormalization, alpha=draw(st.floats(0.0, 1.0)))
+
+
+def _conv(k: int) -> Setup:
+    def setup(draw: st.DrawFn):
+        c_in, c_out = _size(draw, 2), _size(draw, 2)
+        return fnn.Conv2d(c_in, c_out, k), (c_in, _size(draw, 5), _size(draw, 5))
+    return setup
+
+
+def _pool(k: int) -> Setup:
+    def setup(draw: st.DrawFn):
+        return fnn.MaxPool2d(k), (_size(draw, 2), k * _size(draw, 2), k * _size(draw, 2))
+    return setup
+
+
+def _mlp(draw: st.DrawFn):
+    """Linear -> BatchNorm -> ChannelwiseScaling -> LeakyReLU -> Dropout -> Linear -> LogSoftMax."""
+    n_in, hidden, n_out = _size(draw), _size(draw), _size(draw)
+    net = fnn.Sequential([
+        fnn.Linear(n_in, hidden), fnn.BatchNormalization(hidden, alpha=0.9),
+        fnn.ChannelwiseScaling(hidden), fnn.LeakyReLU(), fnn.Dropout(p=0.3),
+        fnn.Linear(hidden, n_out), fnn.LogSoftMax()])
+    return net, (n_in,)
+
+
+def _cnn(draw: st.DrawFn):
+    """[Conv2d(k=3) -> ReLU] -> MaxPool2d(2) -> Flatten -> BatchNorm -> Dropout -> Linear ->
+    SoftMax, the first block a nested Sequential."""
+    c_in, c_out, h, w = _size(draw, 2), _size(draw, 2), 2 * _size(draw, 2), 2 * _size(draw, 2)
+    flat = c_out * (h // 2) * (w // 2)
+    net = fnn.Sequential([
+        fnn.Sequential([fnn.Conv2d(c_in, c_out, 3), fnn.ReLU()]), fnn.MaxPool2d(2), fnn.Flatten(),
+        fnn.BatchNormalization(flat, alpha=0.5), fnn.Dropout(p=0.25), fnn.Linear(flat, 3),
+        fnn.SoftMax()])
+    return net, (c_in, h, w)
+
+
+CASES: list[LayerCase] = [
+    LayerCase("linear", _linear),
+    LayerCase("softmax", _classes(fnn.SoftMax)),
+    LayerCase("logsoftmax", _classes(fnn.LogSoftMax)),
+    LayerCase("batchnorm-train", _batchnorm, batch_coupled=True),
+    LayerCase("batchnorm-eval", _batchnorm, mode="eval"),
+    LayerCase("channelwise-scaling", lambda draw: _features(draw, fnn.ChannelwiseScaling)),
+    LayerCase("dropout-train", _elementwise(lambda d: fnn.Dropout(p=d(st.floats(0.0, 0.9)))),
+              batch_coupled=True),
+    LayerCase("dropout-eval", _elementwise(lambda d: fnn.Dropout(p=d(st.floats(0.0, 0.9)))),
+              mode="eval"),
+    LayerCase("dropout-p0", _elementwise(lambda d: fnn.Dropout(p=0.0)), batch_coupled=True),
+    LayerCase("relu", _elementwise(lambda d: fnn.ReLU())),
+    LayerCase("leakyrelu", _elementwise(lambda d: fnn.LeakyReLU(slope=d(st.floats(0.0, 1.0))))),
+    LayerCase("elu", _elementwise(lambda d: fnn.ELU(alpha=d(st.floats(0.1, 2.0))))),
+    LayerCase("softplus", _elementwise(lambda d: fnn.SoftPlus())),
+    LayerCase("conv-k1", _conv(1)),
+    LayerCase("conv-k3", _conv(3)),
+    LayerCase("conv-k5", _conv(5)),
+    LayerCase("maxpool-k2", _pool(2), unique_values=True),
+    LayerCase("maxpool-k3", _pool(3), unique_values=True),
+    LayerCase("flatten", _elementwise(lambda d: fnn.Flatten())),
+    LayerCase("mlp-train", _mlp, batch_coupled=True),
+    LayerCase("mlp-eval", _mlp, mode="eval"),
+    LayerCase("cnn-train", _cnn, batch_coupled=True, unique_values=True),
+    LayerCase("cnn-eval", _cnn, mode="eval", unique_values=True),
+]
+CASE_IDS = [case.name for case in CASES]
+
+
+# --- values and examples ------------------------------------------------------------------
+
+def input_values(draw: st.DrawFn, shape: tuple[int, ...], unique: bool = False) -> np.ndarray:
+    """Float64 values of ``shape``: distinct multiples of 0.002 in [-4, 4] when ``unique``,
+    else values in [-3, -0.05] U [0.05, 3]."""
+    if unique:
+        ints = draw(hnp.arrays(np.int64, shape, elements=st.integers(-2000, 2000), unique=True))
+        return ints / 500.0
+    away_from_zero = st.floats(0.05, 3.0) | st.floats(-3.0, -0.05)
+    return draw(hnp.arrays(np.float64, shape, elements=away_from_zero))
+
+
+@st.composite
+def examples(draw: st.DrawFn, case: LayerCase, dtype: Any = np.float64, min_batch: int = 1,
+             max_batch: int = 3) -> Example:
+    """An :class:`Example` of ``case``: params from ``init`` of a drawn seed, state in the row's
+    mode, x of shape (N, *sample_shape) with min_batch <= N <= max_batch; all floating-point
+    leaves (params, state, x) in ``dtype``."""
+    layer, sample_shape = case.setup(draw)
+    shape = (draw(st.integers(min_batch, max_batch)), *sample_shape)
+    params, state = layer.init(draw(st.integers(0, 2**32 - 1)))
+    if case.mode == "eval":
+        warm = input_values(draw, shape, case.unique_values)
+        state = fnn.eval_mode(layer.forward(params, state, warm)[1].state)
+    x = input_values(draw, shape, case.unique_values)
+    return Example(case, layer, tree.cast(params, dtype), tree.cast(state, dtype),
+                   x.astype(dtype))
+
+
+def output_shape(layer: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The output shape the layer contract promises for an input of ``shape``."""
+    match layer:
+        case fnn.Sequential():
+            for child in layer.layers:
+                shape = output_shape(child, shape)
+            return shape
+        case fnn.Linear():
+            return (shape[0], layer.n_out)
+        case fnn.Conv2d():
+            return (shape[0], layer.out_channels, *shape[2:])
+        case fnn.MaxPool2d():
+            k = layer.kernel_size
+            return (*shape[:2], shape[2] // k, shape[3] // k)
+        case fnn.Flatten():
+            return (shape[0], int(np.prod(shape[1:], dtype=np.int64)))
+        case (fnn.SoftMax() | fnn.LogSoftMax() | fnn.BatchNormalization()
+              | fnn.ChannelwiseScaling() | fnn.Dropout() | fnn.ReLU() | fnn.LeakyReLU()
+              | fnn.ELU() | fnn.SoftPlus()):
+            return shape
+    raise NotImplementedError(f"no output shape rule for {layer!r}")
+
+
+def training_flags(state: Any) -> list[bool]:
+    """The ``training`` field of every record in a state tree, depth first."""
+    if tree.is_leaf(state):
+        return []
+    own = [state.training] if attrs.has(type(state)) and hasattr(state, "training") else []
+    children = (list(state) if isinstance(state, (tuple, list))
+                else [getattr(state, f.name) for f in attrs.fields(type(state))])
+    return own + [flag for child in children for flag in training_flags(child)]

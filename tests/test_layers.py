@@ -1,0 +1,365 @@
+"""Generic checks on every row of the layer table (tests/cases.py), then the semantics of single
+layers (modes, Dropout keys, BatchNorm statistics, numerics, known answers), then fnn.testing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+import pytest
+import scipy.signal
+import scipy.special
+from cases import CASE_IDS, CASES, examples, input_values, output_shape, training_flags
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fnn
+from fnn import tree
+from fnn.testing import check_gradients, check_purity
+
+ROWS = pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+UNCOUPLED = [case for case in CASES if not case.batch_coupled]
+
+
+def float_leaves(t: Any) -> list[np.ndarray]:
+    return [a for a in tree.leaves(t) if isinstance(a, np.ndarray)
+            and np.issubdtype(a.dtype, np.floating)]
+
+
+def run(ex: Any) -> tuple[np.ndarray, Any, np.ndarray, Any, np.ndarray]:
+    """Forward, then backward with a standard normal dy: (y, cache, dy, dx, dparams)."""
+    y, cache = ex.layer.forward(ex.params, ex.state, ex.x)
+    dy = fnn.generator(1).standard_normal(y.shape).astype(y.dtype)
+    dx, dparams = ex.layer.backward(ex.params, cache, dy)
+    return y, cache, dy, dx, dparams
+
+
+# --- the generic checks, one per acceptance item, each on every row ---------------------------
+
+@ROWS
+@given(data=st.data())
+def test_shapes_and_records(case, data):
+    ex = data.draw(examples(case))
+    y, cache, _, dx, dparams = run(ex)
+    assert y.shape == output_shape(ex.layer, ex.x.shape)
+    assert dx.shape == ex.x.shape
+    # dparams: the params' record types all the way down (tree.map raises on a structure
+    # mismatch), leaf for leaf of the same shape
+    tree.map(lambda p, g: p, ex.params, dparams)
+    assert [g.shape for g in tree.leaves(dparams)] == [p.shape for p in tree.leaves(ex.params)]
+    assert hasattr(cache, "state")
+    tree.map(lambda a, b: a, ex.state, cache.state)
+
+
+@ROWS
+@given(data=st.data())
+def test_init_returns_training_mode(case, data):
+    layer, _ = case.setup(data.draw)
+    _, state = layer.init(data.draw(st.integers(0, 2**32 - 1)))
+    assert all(training_flags(state))
+    assert not any(training_flags(fnn.eval_mode(state)))
+    assert all(training_flags(fnn.train_mode(fnn.eval_mode(state))))
+
+
+@ROWS
+@given(data=st.data())
+def test_purity(case, data):
+    ex = data.draw(examples(case))
+    check_purity(ex.layer, ex.params, ex.state, ex.x)
+
+
+@ROWS
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(data=st.data())
+def test_dtype_preserved(case, dtype, data):
+    ex = data.draw(examples(case, dtype=dtype))
+    y, cache, _, dx, dparams = run(ex)
+    assert y.dtype == dtype and dx.dtype == dtype
+    for a in float_leaves((dparams, cache.state)):
+        assert a.dtype == dtype
+
+
+@ROWS
+@given(data=st.data())
+def test_gradients_float64(case, data):
+    ex = data.draw(examples(case))
+    check_gradients(ex.layer, ex.params, ex.state, ex.x)
+
+
+@pytest.mark.parametrize("case", UNCOUPLED, ids=[c.name for c in UNCOUPLED])
+@given(data=st.data())
+def test_batch_consistency(case, data):
+    """forward of a batch == concatenation of the forwards of its two parts, and the same for
+    backward (dx and the sum of the parts' dparams)."""
+    ex = data.draw(examples(case, min_batch=2, max_batch=4))
+    cut = data.draw(st.integers(1, ex.x.shape[0] - 1))
+    y, _, dy, dx, dparams = run(ex)
+    parts = []
+    for rows in (slice(None, cut), slice(cut, None)):
+        y_part, cache = ex.layer.forward(ex.params, ex.state, ex.x[rows])
+        parts.append((y_part, *ex.layer.backward(ex.params, cache, dy[rows])))
+    close = dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y, np.concatenate([p[0] for p in parts]), **close)
+    np.testing.assert_allclose(dx, np.concatenate([p[1] for p in parts]), **close)
+    tree.map(lambda g, a, b: np.testing.assert_allclose(g, a + b, **close),
+             dparams, parts[0][2], parts[1][2])
+
+
+# --- Dropout --------------------------------------------------------------------------------
+
+@given(p=st.floats(0.05, 0.9), seed=st.integers(0, 2**32 - 1))
+def test_dropout_advances_key_and_draws_new_masks(p, seed):
+    layer = fnn.Dropout(p=p)
+    _, state = layer.init(seed)
+    x = np.ones((50, 40))
+    y1, c1 = layer.forward((), state, x)
+    y2, c2 = layer.forward((), c1.state, x)
+    assert c1.state.key != state.key and c2.state.key != c1.state.key
+    assert c1.state.training and c2.state.training
+    assert not np.array_equal(y1, y2)
+    # survivors are scaled by 1 / (1 - p), p is the DROP probability
+    for y in (y1, y2):
+        assert set(np.unique(y)) <= {0.0, 1 / (1 - p)}
+        assert abs(np.mean(y == 0) - p) < 5 * np.sqrt(p * (1 - p) / x.size)
+    # backward uses the forward's mask
+    dx, _ = layer.backward((), c1, np.full(x.shape, 2.0))
+    np.testing.assert_array_equal(dx, 2 * y1)
+
+
+def test_dropout_reproducible_from_one_seed():
+    layer, x = fnn.Dropout(p=0.5), np.ones((4, 6))
+
+    def two_steps(seed: int) -> list[np.ndarray]:
+        _, state = layer.init(seed)
+        ys = []
+        for _ in range(2):
+            y, cache = layer.forward((), state, x)
+            ys.append(y)
+            state = cache.state
+        return ys
+
+    np.testing.assert_array_equal(two_steps(3), two_steps(3))
+    assert not np.array_equal(two_steps(3)[0], two_steps(4)[0])
+
+
+@given(p=st.floats(0.0, 0.9), x=st.data())
+def test_dropout_eval_is_identity(p, x):
+    layer = fnn.Dropout(p=p)
+    state = fnn.eval_mode(layer.init(0)[1])
+    x = input_values(x.draw, (3, 4))
+    y, cache = layer.forward((), state, x)
+    np.testing.assert_array_equal(y, x)
+    assert cache.state == state
+    np.testing.assert_array_equal(layer.backward((), cache, 2 * x)[0], 2 * x)
+
+
+def test_dropout_p0_is_identity_in_training():
+    layer = fnn.Dropout(p=0.0)
+    _, state = layer.init(0)
+    x = np.linspace(-1, 1, 30).reshape(5, 6)
+    y, cache = layer.forward((), state, x)
+    np.testing.assert_array_equal(y, x)
+    assert cache.state.key != state.key
+
+
+# --- BatchNormalization -----------------------------------------------------------------------
+
+@given(alpha=st.floats(0.0, 1.0), data=st.data())
+def test_batchnorm_training_update_rule(alpha, data):
+    """alpha weights the OLD statistic; the batch variance is biased; EPS = 1e-3."""
+    layer = fnn.BatchNormalization(3, alpha=alpha)
+    assert layer.EPS == 1e-3
+    _, state = layer.init(0)
+    old_mean, old_var = input_values(data.draw, (3,)), np.abs(input_values(data.draw, (3,)))
+    state = attrs.evolve(state, moving_mean=old_mean, moving_variance=old_var)
+    x = input_values(data.draw, (4, 3))
+    y, cache = layer.forward((), state, x)
+    mean = x.sum(axis=0) / 4
+    var = ((x - mean) ** 2).sum(axis=0) / 4
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-3), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cache.state.moving_mean, alpha * old_mean + (1 - alpha) * mean,
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cache.state.moving_variance, alpha * old_var + (1 - alpha) * var,
+                               rtol=1e-12, atol=1e-12)
+    assert cache.state.training
+
+
+@given(data=st.data())
+def test_batchnorm_eval_uses_moving_stats_and_keeps_state(data):
+    layer = fnn.BatchNormalization(3, alpha=0.3)
+    _, state = layer.init(0)
+    mm, mv = input_values(data.draw, (3,)), np.abs(input_values(data.draw, (3,)))
+    state = fnn.eval_mode(attrs.evolve(state, moving_mean=mm, moving_variance=mv))
+    x = input_values(data.draw, (2, 3))
+    y, cache = layer.forward((), state, x)
+    np.testing.assert_allclose(y, (x - mm) / np.sqrt(mv + 1e-3), rtol=1e-12)
+    assert cache.state is state
+
+
+def test_batchnorm_training_couples_the_batch():
+    layer = fnn.BatchNormalization(2)
+    _, state = layer.init(0)
+    x = np.array([[1.0, 2.0], [3.0, 5.0], [-1.0, 0.5]])
+    x2 = x.copy()
+    x2[2] += 1.0
+    y, _ = layer.forward((), state, x)
+    y2, _ = layer.forward((), state, x2)
+    assert not np.allclose(y[:2], y2[:2])
+    y_eval, _ = layer.forward((), fnn.eval_mode(state), x)
+    y2_eval, _ = layer.forward((), fnn.eval_mode(state), x2)
+    np.testing.assert_array_equal(y_eval[:2], y2_eval[:2])
+
+
+# --- numerics and known answers ---------------------------------------------------------------
+
+@given(data=st.data())
+def test_softmax_rows_sum_to_one_and_survive_large_inputs(data):
+    n, c = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 6))
+    x = 1e3 * np.sign(input_values(data.draw, (n, c))) + input_values(data.draw, (n, c))
+    for dtype in (np.float32, np.float64):
+        xd = x.astype(dtype)
+        y, _ = fnn.SoftMax().forward((), (), xd)
+        log_y, _ = fnn.LogSoftMax().forward((), (), xd)
+        assert np.all(np.isfinite(y)) and np.all(np.isfinite(log_y))
+        np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=10 * np.finfo(dtype).eps * c)
+        exact = xd.astype(np.float64)  # the input as rounded to dtype
+        np.testing.assert_allclose(y, scipy.special.softmax(exact, axis=1), atol=1e-6)
+        np.testing.assert_allclose(log_y, scipy.special.log_softmax(exact, axis=1),
+                                   rtol=1e-6, atol=1e-4)
+
+
+def test_softplus_finite_and_accurate_up_to_1e4():
+    x = np.concatenate([-np.logspace(-3, 4, 200), [0.0], np.logspace(-3, 4, 200)])
+    y, cache = fnn.SoftPlus().forward((), (), x)
+    np.testing.assert_allclose(y, np.logaddexp(0.0, x), rtol=1e-14, atol=0)
+    dx, _ = fnn.SoftPlus().backward((), cache, np.ones_like(x))
+    np.testing.assert_allclose(dx, scipy.special.expit(x), rtol=1e-14)
+    x32 = x.astype(np.float32)
+    y32, _ = fnn.SoftPlus().forward((), (), x32)
+    assert np.all(np.isfinite(y32))
+    # relative accuracy down to float32's smallest normal number (below it: subnormals)
+    np.testing.assert_allclose(y32, np.logaddexp(0.0, x32.astype(np.float64)), rtol=1e-6,
+                               atol=np.finfo(np.float32).tiny)
+
+
+@pytest.mark.parametrize("layer, f", [
+    (fnn.ReLU(), lambda x: np.maximum(x, 0)),
+    (fnn.LeakyReLU(slope=0.2), lambda x: np.where(x > 0, x, 0.2 * x)),
+    (fnn.ELU(alpha=0.7), lambda x: np.where(x > 0, x, 0.7 * (np.exp(x) - 1))),
+], ids=["relu", "leakyrelu", "elu"])
+def test_activation_formulas(layer, f):
+    x = np.linspace(-3, 3, 13).reshape(1, 13)
+    np.testing.assert_allclose(layer.forward((), (), x)[0], f(x), rtol=1e-15)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_conv2d_matches_scipy_correlate(k):
+    layer = fnn.Conv2d(2, 3, k)
+    params, _ = layer.init(k)
+    x = fnn.generator(k).standard_normal((2, 2, 5, 6))
+    y, _ = layer.forward(params, (), x)
+    for n in range(2):
+        for o in range(3):
+            ref = params.b[o] + sum(
+                scipy.signal.correlate(x[n, c], params.W[o, c], mode="same") for c in range(2))
+            np.testing.assert_allclose(y[n, o], ref, rtol=1e-12, atol=1e-12)
+
+
+def test_maxpool_known_answer_and_tie_gradient_goes_to_first():
+    x = np.array([[[[1.0, 5.0, 2.0, 2.0],
+                    [3.0, 4.0, 2.0, 2.0]]]])
+    layer = fnn.MaxPool2d(2)
+    y, cache = layer.forward((), (), x)
+    np.testing.assert_array_equal(y, [[[[5.0, 2.0]]]])
+    dx, _ = layer.backward((), cache, np.array([[[[10.0, 20.0]]]]))
+    np.testing.assert_array_equal(dx, [[[[0.0, 10.0, 20.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: fnn.LeakyReLU(slope=np.float64(0.1)), lambda: fnn.ELU(alpha=np.float64(0.5)),
+    lambda: fnn.Dropout(p=np.float64(0.5)),
+    lambda: fnn.BatchNormalization(3, alpha=np.float64(0.5))], ids=["leakyrelu", "elu",
+                                                                     "dropout", "batchnorm"])
+def test_numpy_scalar_hyperparameters_do_not_upcast(make):
+    """A float64 numpy scalar as a hyperparameter must not turn float32 outputs into float64."""
+    layer = make()
+    params, state = layer.init(0)
+    state = tree.cast(state, np.float32)
+    x = -np.ones((2, 3), np.float32)
+    y, cache = layer.forward(params, state, x)
+    dx, _ = layer.backward(params, cache, x)
+    assert y.dtype == dx.dtype == np.float32
+    assert all(a.dtype == np.float32 for a in float_leaves(cache.state))
+
+
+# --- fnn.testing catches broken layers -------------------------------------------------------
+
+@attrs.frozen
+class Square(fnn.Layer):
+    """y = x^2 with a configurable backward; ``how`` picks the way it is broken."""
+
+    how: str = "ok"
+
+    def forward(self, params, state, x):
+        if self.how == "mutates":
+            x *= 1.0  # even a write that leaves the values alone is caught: inputs are read-only
+        if self.how == "writes-back":
+            x.flags.writeable = True
+            np.clip(x, -1.0, 1.0, out=x)  # idempotent: both forwards agree, x is changed
+        if self.how == "aliases":
+            return x, Cache(x=x, state=state)
+        y = x * x
+        if self.how == "nondeterministic":
+            y = y + np.random.default_rng().random()
+        return y, Cache(x=x, state=state)
+
+    def backward(self, params, cache, dy):
+        if self.how == "wrong-backward":
+            return dy * cache.x, ()
+        if self.how == "backward-alias":
+            return dy, ()
+        return 2 * cache.x * dy, ()
+
+
+@attrs.frozen
+class Cache:
+    x: np.ndarray
+    state: Any = ()
+
+
+@attrs.frozen
+class BadParamGrad(fnn.Layer):
+    """y = w * x with dw off by a factor 2."""
+
+    def init(self, key=0):
+        return np.array([1.5]), ()
+
+    def forward(self, params, state, x):
+        return params * x, Cache(x=x, state=state)
+
+    def backward(self, params, cache, dy):
+        return params * dy, 2 * np.sum(cache.x * dy, keepdims=True).reshape(1)
+
+
+X = np.array([[0.5, -1.5, 2.0]])
+
+
+def test_check_gradients_accepts_correct_layer():
+    assert set(check_gradients(Square(), (), (), X)) == {"dx"}
+    check_purity(Square(), (), (), X)
+
+
+def test_check_gradients_catches_wrong_backward():
+    with pytest.raises(AssertionError, match="dx"):
+        check_gradients(Square("wrong-backward"), (), (), X)
+    with pytest.raises(AssertionError, match="params leaf 0"):
+        check_gradients(BadParamGrad(), np.array([1.5]), (), X)
+
+
+@pytest.mark.parametrize("how, message", [
+    ("mutates", "read-only"), ("writes-back", "changed"), ("aliases", "y shares memory"),
+    ("backward-alias", "dx shares memory"), ("nondeterministic", "differ")])
+def test_check_purity_catches_impure_layers(how, message):
+    with pytest.raises(AssertionError, match=message):
+        check_purity(Square(how), (), (), X)
