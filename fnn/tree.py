@@ -48,6 +48,9 @@ def leaves(tree: Any) -> list:
 def map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:  # noqa: A001 - like jax.tree.map
     """Apply ``fn`` leafwise over ``tree`` and trees of the same structure in ``rest``."""
     if is_leaf(tree):
+        if not all(is_leaf(other) for other in rest):
+            raise ValueError(f"tree structures differ: a leaf ({type(tree).__name__}) where "
+                             f"another tree has a container")
         return fn(tree, *rest)
     for other in rest:
         if type(other) is not type(tree) or len(_children(other)) != len(_children(tree)):
