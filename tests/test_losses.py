@@ -1,0 +1,122 @@
+"""Criteria: values by hand, finite-difference gradients, dtypes, targets, shape errors, purity."""
+
+from __future__ import annotations
+
+import hypothesis.extra.numpy as hnp
+import numpy as np
+import pytest
+from cases import input_values
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fnn
+from fnn.testing import check_loss_gradients, read_only
+
+CRITERIA = [fnn.MSECriterion(), fnn.ClassNLLCriterionUnstable(), fnn.ClassNLLCriterion()]
+IDS = ["mse", "nll-unstable", "nll"]
+
+
+@st.composite
+def problems(draw, criterion, dtype=np.float64):
+    """(y, target) for ``criterion``: target one-hot (N, C); y probabilities in [0.05, 0.95] for
+    the unstable NLL (away from its clipping), log-probabilities for the NLL, any values for MSE.
+    """
+    n, c = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    labels = draw(hnp.arrays(np.int64, n, elements=st.integers(0, c - 1)))
+    target = np.eye(c)[labels]
+    y = input_values(draw, (n, c))
+    if isinstance(criterion, fnn.ClassNLLCriterionUnstable):
+        y = 0.05 + 0.9 * (y + 3) / 6
+    elif isinstance(criterion, fnn.ClassNLLCriterion):
+        y = fnn.LogSoftMax().forward((), (), y)[0]
+    return y.astype(dtype), target.astype(dtype)
+
+
+def test_values_by_hand():
+    y = np.array([[1.0, 2.0], [3.0, 4.0]])
+    t = np.array([[0.0, 2.0], [1.0, 1.0]])
+    loss, cache = fnn.MSECriterion().forward(y, t)
+    assert loss == (1 + 0 + 4 + 9) / 2
+    np.testing.assert_array_equal(fnn.MSECriterion().backward(cache), [[1.0, 0.0], [2.0, 3.0]])
+
+    p = np.array([[0.25, 0.75], [0.5, 0.5], [1.0, 0.0]])
+    onehot = np.array([[0, 1], [1, 0], [0, 1]])
+    loss, cache = fnn.ClassNLLCriterionUnstable().forward(p, onehot)
+    # the zero probability is clipped to EPS = 1e-15
+    np.testing.assert_allclose(loss, -(np.log(0.75) + np.log(0.5) + np.log(1e-15)) / 3,
+                               rtol=1e-15)
+    np.testing.assert_allclose(fnn.ClassNLLCriterionUnstable().backward(cache),
+                               [[0, -1 / 0.75 / 3], [-1 / 0.5 / 3, 0], [0, -1e15 / 3]],
+                               rtol=1e-15)
+
+    logp = np.log(p[:2])
+    loss, cache = fnn.ClassNLLCriterion().forward(logp, onehot[:2])
+    np.testing.assert_allclose(loss, -(np.log(0.75) + np.log(0.5)) / 2, rtol=1e-15)
+    np.testing.assert_array_equal(fnn.ClassNLLCriterion().backward(cache),
+                                  [[0, -0.5], [-0.5, 0]])
+
+
+@pytest.mark.parametrize("criterion", CRITERIA, ids=IDS)
+@given(data=st.data())
+def test_gradients_float64(criterion, data):
+    y, t = data.draw(problems(criterion))
+    check_loss_gradients(criterion, y, t)
+
+
+@pytest.mark.parametrize("criterion", CRITERIA, ids=IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(data=st.data())
+def test_dtype_preserved_and_loss_is_0d(criterion, dtype, data):
+    y, t = data.draw(problems(criterion, dtype))
+    loss, cache = criterion.forward(y, t)
+    assert np.ndim(loss) == 0 and loss.dtype == dtype
+    assert criterion.backward(cache).dtype == dtype
+
+
+@pytest.mark.parametrize("criterion", CRITERIA, ids=IDS)
+@pytest.mark.parametrize("target_dtype", [np.int64, np.int8, np.bool_])
+@given(data=st.data())
+def test_integer_one_hot_targets_accepted_and_converted(criterion, target_dtype, data):
+    y, t = data.draw(problems(criterion, np.float32))
+    loss_int, cache_int = criterion.forward(y, t.astype(target_dtype))
+    loss, cache = criterion.forward(y, t)
+    assert cache_int.target.dtype == np.float32 and loss_int.dtype == np.float32
+    assert loss_int == loss
+    np.testing.assert_array_equal(criterion.backward(cache_int), criterion.backward(cache))
+
+
+@pytest.mark.parametrize("criterion", CRITERIA, ids=IDS)
+@given(data=st.data())
+def test_pure(criterion, data):
+    y, t = data.draw(problems(criterion))
+    y_ro, t_ro = read_only((y, t))
+    loss, cache = criterion.forward(y_ro, t_ro)
+    dy = criterion.backward(cache)
+    np.testing.assert_array_equal(criterion.backward(cache), dy)
+    np.testing.assert_array_equal(y_ro, y)
+    assert not np.may_share_memory(dy, y_ro) and not np.may_share_memory(dy, t_ro)
+    assert criterion.forward(y_ro, t_ro)[0] == loss
+
+
+@pytest.mark.parametrize("criterion", CRITERIA, ids=IDS)
+@pytest.mark.parametrize("y_shape, t_shape", [((2, 3), (2, 4)), ((2, 3), (3, 3)),
+                                              ((2, 3), (6,))])
+def test_shape_mismatch(criterion, y_shape, t_shape):
+    with pytest.raises(ValueError) as info:
+        criterion.forward(np.full(y_shape, 0.5), np.zeros(t_shape))
+    msg = str(info.value)
+    assert repr(criterion) in msg and str(y_shape) in msg and str(t_shape) in msg
+
+
+@pytest.mark.parametrize("criterion", CRITERIA[1:], ids=IDS[1:])
+@pytest.mark.parametrize("y_shape", [(6,), (2, 3, 1)])
+def test_nll_wants_two_dimensional_input(criterion, y_shape):
+    with pytest.raises(ValueError, match=r"\(N, C\)") as info:
+        criterion.forward(np.full(y_shape, 0.5), np.zeros(y_shape))
+    assert repr(criterion) in str(info.value) and str(y_shape) in str(info.value)
+
+
+@pytest.mark.parametrize("criterion", CRITERIA, ids=IDS)
+def test_integer_input_rejected(criterion):
+    with pytest.raises(TypeError, match="floating-point"):
+        criterion.forward(np.ones((2, 3), dtype=np.int64), np.ones((2, 3)))

@@ -1,0 +1,121 @@
+"""Sequential: tuples of the children's params/state/caches, state threading, modes, error notes.
+
+(Shapes, purity, dtypes, gradients and batch consistency of Sequentials are rows of the layer
+table in tests/cases.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cases import input_values, training_flags
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fnn
+from fnn.dropout import DropoutState
+from fnn.linear import LinearParams
+from fnn.normalization import BatchNormState
+
+
+def small_net(alpha: float = 0.5) -> fnn.Sequential:
+    return fnn.Sequential([fnn.Linear(3, 4), fnn.ReLU(),
+                           fnn.Sequential([fnn.BatchNormalization(4, alpha=alpha),
+                                           fnn.Dropout(p=0.5)]),
+                           fnn.Linear(4, 2)])
+
+
+def test_params_and_state_are_tuples_of_the_childrens():
+    net = small_net()
+    params, state = net.init(11)
+    assert len(net) == 4 and net[1] == fnn.ReLU()
+    assert isinstance(params, tuple) and isinstance(state, tuple)
+    assert isinstance(params[0], LinearParams) and params[1] == () and params[2] == ((), ())
+    assert isinstance(state[2][0], BatchNormState) and isinstance(state[2][1], DropoutState)
+    # every child gets its own key split off the Sequential's key
+    for child, key, p in zip(net.layers, fnn.split_key(11, 4), params):
+        np.testing.assert_equal(fnn.tree.leaves(child.init(key)[0]), fnn.tree.leaves(p))
+
+
+@given(seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_forward_backward_chain_the_children(seed, data):
+    net = small_net()
+    params, state = net.init(seed)
+    x = input_values(data.draw, (data.draw(st.integers(1, 4)), 3))
+    y, cache = net.forward(params, state, x)
+    assert isinstance(cache.caches, tuple) and len(cache.caches) == 4
+    assert cache.state == tuple(c.state for c in cache.caches)
+    # by hand, child after child
+    h, caches = x, []
+    for layer, p, s in zip(net.layers, params, state):
+        h, c = layer.forward(p, s, h)
+        caches.append(c)
+    np.testing.assert_array_equal(y, h)
+    dy = np.ones_like(y)
+    dx, grads = net.backward(params, cache, dy)
+    assert isinstance(grads, tuple) and len(grads) == 4
+    d = dy
+    for i in reversed(range(4)):
+        d, g = net.layers[i].backward(params[i], caches[i], d)
+        np.testing.assert_equal(fnn.tree.leaves(grads[i]), fnn.tree.leaves(g))
+    np.testing.assert_array_equal(dx, d)
+
+
+def test_cache_state_threads_batchnorm_stats_and_dropout_keys():
+    alpha = 0.25
+    net = small_net(alpha)
+    params, state0 = net.init(0)
+    xs = [np.linspace(-1, 2, 15).reshape(5, 3), np.linspace(3, -2, 15).reshape(5, 3)]
+    state, means, keys = state0, [], []
+    for x in xs:
+        h, _ = net[1].forward((), (), net[0].forward(params[0], (), x)[0])
+        means.append(h.mean(axis=0))
+        _, cache = net.forward(params, state, x)
+        state = cache.state
+        keys.append(state[2][1].key)
+    expected = alpha * (alpha * 0.0 + (1 - alpha) * means[0]) + (1 - alpha) * means[1]
+    np.testing.assert_allclose(state[2][0].moving_mean, expected, rtol=1e-13)
+    assert len({state0[2][1].key, *keys}) == 3  # a new Dropout key each training call
+
+
+def test_train_and_eval_mode_reach_nested_states():
+    net = small_net()
+    params, state = net.init(0)
+    assert training_flags(state) == [True, True]
+    ev = fnn.eval_mode(state)
+    assert training_flags(ev) == [False, False]
+    assert training_flags(fnn.train_mode(ev)) == [True, True]
+    x = np.linspace(-1, 1, 6).reshape(2, 3)
+    y, cache = net.forward(params, ev, x)
+    assert cache.state == ev  # eval mode: BatchNorm and Dropout keep their state
+    y2, _ = net.forward(params, ev, x)
+    np.testing.assert_array_equal(y, y2)
+
+
+def test_child_error_carries_index_and_repr():
+    inner = fnn.Sequential([fnn.ReLU(), fnn.Linear(5, 2)])
+    net = fnn.Sequential([fnn.Linear(3, 4), inner])
+    params, state = net.init(0)
+    with pytest.raises(ValueError, match=r"Linear\(n_in=5, n_out=2\)") as info:
+        net.forward(params, state, np.ones((2, 3)))
+    notes = info.value.__notes__
+    assert any("layer 1" in n and "forward" in n and "Linear(n_in=5, n_out=2)" in n
+               for n in notes)
+    assert any("layer 1" in n and repr(inner) in n for n in notes)
+
+
+def test_child_error_in_backward_carries_index_and_repr():
+    net = fnn.Sequential([fnn.Linear(3, 4), fnn.Linear(4, 2)])
+    params, state = net.init(0)
+    _, cache = net.forward(params, state, np.ones((2, 3)))
+    with pytest.raises(ValueError, match="gradient") as info:
+        net.backward(params, cache, np.ones((2, 3)))
+    assert any("layer 1" in n and "backward" in n and "Linear(n_in=4, n_out=2)" in n
+               for n in info.value.__notes__)
+
+
+@pytest.mark.parametrize("params, state", [
+    ([(), ()], ((), ())), (((),), ((), ())), (((), ()), ((), (), ()))])
+def test_params_and_state_must_be_tuples_one_per_layer(params, state):
+    net = fnn.Sequential([fnn.ReLU(), fnn.ReLU()])
+    with pytest.raises(ValueError, match="one per layer"):
+        net.forward(params, state, np.ones((1, 2)))
