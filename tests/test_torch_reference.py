@@ -195,7 +195,7 @@ def batchnorm(alpha: float, training: bool, affine: bool) -> Case:
 
 def dropout(p: float, training: bool) -> Case:
     """Training: against x * keep / (1 - p) under autograd, with our mask recovered from y / x
-    (x has no zeros); the recovered scale must be exactly 0 or 1/(1-p) up to rounding.
+    (x has no zeros); the recovered scale of every kept element must be 1/(1-p).
     Evaluation: against torch.nn.Dropout(p).eval(), the identity."""
 
     def case(dtype: type, rng: np.random.Generator, n: int) -> Compared:
@@ -215,21 +215,14 @@ def dropout(p: float, training: bool) -> Case:
     return case
 
 
-def elementwise(layer: Any, ref: nn.Module, scale: float = 3.0) -> Case:
-    """A parameterless layer on (N, F) or (N, C, H, W) inputs of standard deviation ``scale``."""
+def parameterless(layer: Any, ref: nn.Module, images: bool = True) -> Case:
+    """A parameterless layer on inputs of standard deviation 3, of shape (N, F) or, when
+    ``images``, as often (N, C, H, W)."""
 
     def case(dtype: type, rng: np.random.Generator, n: int) -> Compared:
-        shape = (n, *dims(rng, (1, 9))) if rng.random() < 0.5 else (n, *dims(rng, (1, 3),
-                                                                              (1, 4), (1, 4)))
-        x = (scale * rng.standard_normal(shape)).astype(dtype)
-        return versus(layer, (), (), x, ref, rng)[0]
-
-    return case
-
-
-def softmax_like(layer: Any, ref: nn.Module) -> Case:
-    def case(dtype: type, rng: np.random.Generator, n: int) -> Compared:
-        x = (3.0 * rng.standard_normal((n, *dims(rng, (1, 9))))).astype(dtype)
+        image = images and rng.random() < 0.5
+        shape = (n, *dims(rng, (1, 3), (1, 4), (1, 4))) if image else (n, *dims(rng, (1, 9)))
+        x = (3.0 * rng.standard_normal(shape)).astype(dtype)
         return versus(layer, (), (), x, ref, rng)[0]
 
     return case
@@ -366,15 +359,15 @@ LAYER_CASES: dict[str, Case] = {
        batchnorm(0.7, t, True) for t in (True, False)},
     **{f"Dropout p={p} {'train' if t else 'eval'}": dropout(p, t)
        for p, t in ((0.0, True), (0.3, True), (0.8, True), (0.5, False))},
-    "ReLU": elementwise(fnn.ReLU(), nn.ReLU()),
-    "LeakyReLU default": elementwise(fnn.LeakyReLU(), nn.LeakyReLU(0.03)),
-    "LeakyReLU slope=0.2": elementwise(fnn.LeakyReLU(0.2), nn.LeakyReLU(negative_slope=0.2)),
-    "ELU default": elementwise(fnn.ELU(), nn.ELU()),
-    "ELU alpha=0.3": elementwise(fnn.ELU(0.3), nn.ELU(alpha=0.3)),
+    "ReLU": parameterless(fnn.ReLU(), nn.ReLU()),
+    "LeakyReLU default": parameterless(fnn.LeakyReLU(), nn.LeakyReLU(0.03)),
+    "LeakyReLU slope=0.2": parameterless(fnn.LeakyReLU(0.2), nn.LeakyReLU(negative_slope=0.2)),
+    "ELU default": parameterless(fnn.ELU(), nn.ELU()),
+    "ELU alpha=0.3": parameterless(fnn.ELU(0.3), nn.ELU(alpha=0.3)),
     # x stays far below torch's threshold 20 (6.7 standard deviations at scale 3)
-    "SoftPlus": elementwise(fnn.SoftPlus(), nn.Softplus()),
-    "SoftMax": softmax_like(fnn.SoftMax(), nn.Softmax(dim=1)),
-    "LogSoftMax": softmax_like(fnn.LogSoftMax(), nn.LogSoftmax(dim=1)),
+    "SoftPlus": parameterless(fnn.SoftPlus(), nn.Softplus()),
+    "SoftMax": parameterless(fnn.SoftMax(), nn.Softmax(dim=1), images=False),
+    "LogSoftMax": parameterless(fnn.LogSoftMax(), nn.LogSoftmax(dim=1), images=False),
     **{f"Conv2d k={k}": conv2d(k) for k in (1, 3, 5)},
     **{f"MaxPool2d k={k}": maxpool(k) for k in (1, 2, 3)},
     "Flatten": case_flatten,
