@@ -31,6 +31,7 @@ class DropoutState:
 @attrs.frozen
 class DropoutCache:
     mask: np.ndarray | None  # kept / (1 - p) per element, in x's dtype; None in eval mode
+    x_shape: tuple  # to check dy in either mode
     state: DropoutState
 
 
@@ -54,18 +55,19 @@ class Dropout(Layer):
                 ) -> tuple[np.ndarray, DropoutCache]:
         x = as_float_array(self, x)
         if not state.training:
-            return x.copy(), DropoutCache(mask=None, state=state)
+            return x.copy(), DropoutCache(mask=None, x_shape=x.shape, state=state)
         next_key, mask_key = split_key(state.key)
         draw_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
         u = generator(mask_key).random(x.shape, dtype=draw_dtype)
         mask = (u >= self.p).astype(x.dtype)
         mask *= x.dtype.type(1.0 / (1.0 - self.p))
-        return x * mask, DropoutCache(mask=mask, state=DropoutState(training=True, key=next_key))
+        return x * mask, DropoutCache(mask=mask, x_shape=x.shape,
+                                      state=DropoutState(training=True, key=next_key))
 
     def backward(self, params: Any, cache: DropoutCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, tuple]:
         dy = as_float_array(self, dy, "gradient")
+        expect_shape(self, dy, cache.x_shape, "gradient")
         if cache.mask is None:
             return dy.copy(), ()
-        expect_shape(self, dy, cache.mask.shape, "gradient")
         return dy * cache.mask, ()

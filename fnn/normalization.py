@@ -34,6 +34,7 @@ class BatchNormCache:
     xhat: np.ndarray | None  # normalized input (training mode only)
     inv_std: np.ndarray  # 1 / sqrt(var + EPS), (n_features,)
     training: bool
+    x_shape: tuple  # (N, n_features), to check dy in either mode
     state: BatchNormState
 
 
@@ -70,7 +71,8 @@ class BatchNormalization(Layer):
             inv_std = 1.0 / np.sqrt(cast_like(state.moving_variance, x) + self.EPS)
             y = x - cast_like(state.moving_mean, x)
             y *= inv_std
-            return y, BatchNormCache(xhat=None, inv_std=inv_std, training=False, state=state)
+            return y, BatchNormCache(xhat=None, inv_std=inv_std, training=False,
+                                     x_shape=x.shape, state=state)
         mean = x.mean(axis=0)
         y = x - mean
         var = np.einsum("ij,ij->j", y, y) / x.shape[0]
@@ -81,12 +83,13 @@ class BatchNormalization(Layer):
             training=True,
             moving_mean=cast_like(state.moving_mean, x) * a + mean * (1 - a),
             moving_variance=cast_like(state.moving_variance, x) * a + var * (1 - a))
-        return y, BatchNormCache(xhat=y, inv_std=inv_std, training=True, state=new_state)
+        return y, BatchNormCache(xhat=y, inv_std=inv_std, training=True, x_shape=x.shape,
+                                 state=new_state)
 
     def backward(self, params: Any, cache: BatchNormCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, tuple]:
         dy = as_float_array(self, dy, "gradient")
-        expect_shape(self, dy, ("N", self.n_features), "gradient")
+        expect_shape(self, dy, cache.x_shape, "gradient")
         if not cache.training:
             return dy * cache.inv_std, ()
         xhat = cache.xhat
