@@ -1,0 +1,220 @@
+"""fnn.data: batches, one_hot, train_test_split, the embedded digits and the IDX loader."""
+
+import gzip
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fnn import Key, data
+
+# --- batches ---------------------------------------------------------------------------------
+
+
+def _rows(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """x whose row i is (i, -i) and y = i: every batch shows which samples it holds."""
+    return np.stack([np.arange(n), -np.arange(n)], axis=1).astype(float), np.arange(n)
+
+
+@given(n=st.integers(1, 60), batch_size=st.integers(1, 70), seed=st.integers(0, 2**64 - 1),
+       drop_last=st.booleans())
+def test_batches_cover_every_sample_once(n, batch_size, seed, drop_last):
+    x, y = _rows(n)
+    got = list(data.batches(x, y, batch_size, key=seed, drop_last=drop_last))
+    sizes = [len(yb) for _, yb in got]
+    full, rest = divmod(n, batch_size)
+    assert sizes == [batch_size] * full + ([rest] if rest and not drop_last else [])
+    seen = np.concatenate([yb for _, yb in got]) if got else np.array([], int)
+    assert len(np.unique(seen)) == len(seen)  # no sample twice
+    if not drop_last:
+        assert sorted(seen) == list(range(n))  # every sample
+    for xb, yb in got:  # x and y stay paired
+        np.testing.assert_array_equal(xb[:, 0], yb)
+
+
+def test_batches_same_key_same_order_other_key_other_order():
+    x, y = _rows(100)
+
+    def order(key):
+        return np.concatenate([yb for _, yb in data.batches(x, y, 16, key=key)])
+
+    np.testing.assert_array_equal(order(3), order(Key(3)))
+    assert not np.array_equal(order(3), order(4))
+    assert not np.array_equal(order(3), np.arange(100))
+
+
+def test_batches_without_shuffle_keep_the_order_and_copy():
+    x, y = _rows(7)
+    got = list(data.batches(x, y, 3, shuffle=False))
+    np.testing.assert_array_equal(np.concatenate([yb for _, yb in got]), np.arange(7))
+    got[0][0][:] = 99
+    np.testing.assert_array_equal(x, _rows(7)[0])  # the batches are copies
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"batch_size": 0, "key": 0}, ValueError, "batch_size"),
+    ({"batch_size": 2.0, "key": 0}, ValueError, "batch_size"),
+    ({"batch_size": 2}, TypeError, "needs a key"),
+])
+def test_batches_bad_arguments_fail_at_the_call(kwargs, error, match):
+    x, y = _rows(5)
+    with pytest.raises(error, match=match):
+        data.batches(x, y, **kwargs)  # no iteration: the check is eager
+
+
+def test_batches_length_mismatch():
+    with pytest.raises(ValueError, match="same first axis"):
+        data.batches(np.zeros((5, 2)), np.zeros(4), 2, key=0)
+
+
+# --- one_hot ---------------------------------------------------------------------------------
+
+
+@given(labels=st.lists(st.integers(0, 9), max_size=30), extra=st.integers(0, 3))
+def test_one_hot(labels, extra):
+    n_classes = 10 + extra
+    out = data.one_hot(np.array(labels, dtype=np.int64), n_classes)
+    assert out.shape == (len(labels), n_classes) and out.dtype == np.float64
+    np.testing.assert_array_equal(out.sum(axis=1), np.ones(len(labels)))
+    np.testing.assert_array_equal(out.argmax(axis=1) if labels else [], labels)
+
+
+def test_one_hot_dtype_and_values():
+    out = data.one_hot([2, 0], 3, dtype=np.float32)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [[0, 0, 1], [1, 0, 0]])
+
+
+@pytest.mark.parametrize("labels", [[0, 3], [-1, 0], [0.0, 1.0], [[0, 1]]])
+def test_one_hot_rejects_bad_labels(labels):
+    with pytest.raises(ValueError, match="one_hot"):
+        data.one_hot(np.array(labels), 3)
+
+
+# --- train_test_split ------------------------------------------------------------------------
+
+
+def test_train_test_split_partitions_and_is_deterministic():
+    x, y = _rows(50)
+    x_tr, x_te, y_tr, y_te = data.train_test_split(x, y, 0.2, key=1)
+    assert (len(y_tr), len(y_te)) == (40, 10)
+    assert sorted(np.concatenate([y_tr, y_te])) == list(range(50))
+    np.testing.assert_array_equal(x_tr[:, 0], y_tr)
+    np.testing.assert_array_equal(x_te[:, 0], y_te)
+    again = data.train_test_split(x, y, 0.2, key=1)
+    for a, b in zip((x_tr, x_te, y_tr, y_te), again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(data.train_test_split(x, y, 0.2, key=2)[3], y_te)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 0.001])
+def test_train_test_split_refuses_an_empty_part(fraction):
+    with pytest.raises(ValueError, match="empty part"):
+        data.train_test_split(*_rows(50), fraction, key=0)
+
+
+# --- the embedded digits ---------------------------------------------------------------------
+
+
+def test_load_digits():
+    pytest.importorskip("sklearn")
+    x, labels = data.load_digits()
+    assert x.shape == (1797, 64) and x.dtype == np.float64
+    assert x.min() == 0.0 and x.max() == 1.0
+    assert labels.dtype == np.int64 and sorted(np.unique(labels)) == list(range(10))
+    images, labels2 = data.load_digits(np.float32, images=True)
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == np.float32
+    np.testing.assert_array_equal(images.reshape(1797, 64), x.astype(np.float32))
+    np.testing.assert_array_equal(labels2, labels)
+
+
+def test_load_digits_without_scikit_learn(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import now raises ImportError
+    with pytest.raises(ImportError, match=r"fnn\[demo\]"):
+        data.load_digits()
+
+
+# --- IDX files -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("name", ["a-idx3", "a-idx3.gz"])
+def test_idx_round_trip(tmp_path, dtype, name):
+    a = (np.arange(60).reshape(5, 3, 4) - 7).astype(dtype)
+    b = data.read_idx(data.write_idx(tmp_path / name, a))
+    assert b.dtype == a.dtype and b.dtype.isnative
+    np.testing.assert_array_equal(b, a)
+
+
+def test_idx_header_is_the_standard_one(tmp_path):
+    raw = data.write_idx(tmp_path / "l", np.array([7, 2, 1], np.uint8)).read_bytes()
+    assert raw == bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1])  # magic 0x00000801, n = 3, data
+
+
+def _mnist(tmp_path, n=6, h=4, w=4, gz=False, kind="train"):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (n, h, w), dtype=np.uint8)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    ext = ".gz" if gz else ""
+    data.write_idx(tmp_path / f"{kind}-images-idx3-ubyte{ext}", pixels)
+    data.write_idx(tmp_path / f"{kind}-labels-idx1-ubyte{ext}", labels)
+    return pixels, labels
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_load_mnist(tmp_path, gz):
+    pixels, labels = _mnist(tmp_path, gz=gz, kind="t10k")
+    x, y = data.load_mnist(tmp_path, "t10k")
+    assert x.shape == (6, 16) and x.dtype == np.float64 and y.dtype == np.int64
+    np.testing.assert_array_equal(x, pixels.reshape(6, 16) / 255.0)
+    np.testing.assert_array_equal(y, labels)
+    images, _ = data.load_mnist(tmp_path, "t10k", np.float32, images=True)
+    assert images.shape == (6, 1, 4, 4) and images.dtype == np.float32
+
+
+def test_load_mnist_missing_file_is_named(tmp_path):
+    _mnist(tmp_path)
+    (tmp_path / "train-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError, match="train-labels-idx1-ubyte"):
+        data.load_mnist(tmp_path)
+
+
+def _corrupt(path, how):
+    raw = path.read_bytes()
+    if how == "magic":
+        raw = b"\x08\x03" + raw[2:]
+    elif how == "type":
+        raw = raw[:2] + b"\x07" + raw[3:]
+    elif how == "truncated":
+        raw = raw[:-5]
+    elif how == "trailing":
+        raw = raw + b"\x00"
+    elif how == "header":
+        raw = raw[:9]
+    elif how == "gzip":
+        raw = gzip.compress(raw)[:-8]
+    path.write_bytes(raw)
+
+
+@pytest.mark.parametrize("how, match", [
+    ("magic", "bad magic"), ("type", "bad magic"), ("truncated", "truncated"),
+    ("trailing", "trailing data"), ("header", "truncated IDX header"), ("gzip", "gzip"),
+])
+def test_load_mnist_malformed_file_is_named(tmp_path, how, match):
+    _mnist(tmp_path)
+    _corrupt(tmp_path / "train-images-idx3-ubyte", how)
+    with pytest.raises(ValueError, match=match) as err:
+        data.load_mnist(tmp_path)
+    assert "train-images-idx3-ubyte" in str(err.value)
+
+
+def test_load_mnist_inconsistent_files(tmp_path):
+    _mnist(tmp_path)
+    data.write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(5, np.uint8))
+    with pytest.raises(ValueError, match="5 labels for 6 images"):
+        data.load_mnist(tmp_path)
+    data.write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((6, 16), np.uint8))
+    with pytest.raises(ValueError, match=r"images of shape \(N, H, W\)"):
+        data.load_mnist(tmp_path)
