@@ -11,8 +11,9 @@ reference tests import the same table. A row is:
   training mode on another drawn batch, so that running statistics are not their initial values;
 - ``batch_coupled``: True when the samples of a batch affect each other's outputs (BatchNorm in
   training through the batch statistics, Dropout in training through its key);
-- ``unique_values``: True when the input must hold distinct values at least 0.002 apart (max
-  pooling: the finite-difference step must not cross a tie). Other rows draw values in
+- ``unique_values``: True when the input must hold distinct values, at least 1/(250 * size)
+  >= 1e-5 apart for the sizes drawn here (max pooling: the finite-difference step, 1e-6, must
+  not cross a tie). Other rows draw values in
   [-3, -0.05] U [0.05, 3], away from the kinks of ReLU, LeakyReLU and ELU at 0.
 
 Use :func:`examples` (a hypothesis strategy) to get an :class:`Example` of a row:
@@ -160,11 +161,13 @@ CASE_IDS = [case.name for case in CASES]
 # --- values and examples ------------------------------------------------------------------
 
 def input_values(draw: st.DrawFn, shape: tuple[int, ...], unique: bool = False) -> np.ndarray:
-    """Float64 values of ``shape``: distinct multiples of 0.002 in [-4, 4] when ``unique``,
-    else values in [-3, -0.05] U [0.05, 3]."""
+    """Float64 values of ``shape``: when ``unique``, distinct multiples of 1/(250 * size) in about
+    [-4, 4]; else values in [-3, -0.05] U [0.05, 3]."""
     if unique:
-        ints = draw(hnp.arrays(np.int64, shape, elements=st.integers(-2000, 2000), unique=True))
-        return ints / 500.0
+        # distinct without hypothesis' slow unique arrays: i * size + position is one-to-one
+        size = int(np.prod(shape, dtype=np.int64))
+        ints = draw(hnp.arrays(np.int64, shape, elements=st.integers(-1000, 1000)))
+        return (ints * size + np.arange(size).reshape(shape)) / (250.0 * size)
     away_from_zero = st.floats(0.05, 3.0) | st.floats(-3.0, -0.05)
     return draw(hnp.arrays(np.float64, shape, elements=away_from_zero))
 
