@@ -5,11 +5,12 @@ Every layer is a frozen spec with ``init(key) -> (params, state)``,
 See docs/contract.md.
 """
 
-from . import testing, tree
+from . import data, io, testing, train, tree
 from .activations import ELU, LeakyReLU, LogSoftMax, ReLU, SoftMax, SoftPlus
 from .conv import Conv2d
 from .core import Key, Layer, as_key, generator, split_key
 from .dropout import Dropout
+from .io import Checkpoint, CheckpointError, load, save
 from .linear import ChannelwiseScaling, Linear
 from .losses import ClassNLLCriterion, ClassNLLCriterionUnstable, MSECriterion
 from .normalization import BatchNormalization
@@ -17,6 +18,7 @@ from .optim import Adam, SGDMomentum
 from .pooling import MaxPool2d
 from .sequential import Sequential
 from .shape import Flatten
+from .train import fit
 from .tree import eval_mode, train_mode
 
 __version__ = "0.1.0"
@@ -27,4 +29,5 @@ __all__ = [
     "ReLU", "LeakyReLU", "ELU", "SoftPlus", "Conv2d", "MaxPool2d", "Flatten", "Sequential",
     "MSECriterion", "ClassNLLCriterionUnstable", "ClassNLLCriterion",
     "SGDMomentum", "Adam", "train_mode", "eval_mode",
+    "data", "io", "train", "fit", "save", "load", "Checkpoint", "CheckpointError",
 ]

@@ -1,0 +1,132 @@
+"""Training helpers in the functional style: one pure step, evaluation, and ``fit`` over epochs.
+
+Nothing here holds state between calls: every function takes the network spec, the params, the
+layer state and the optimizer state and returns new ones. ``train_step`` is the whole training
+step; write your own loop around it (or copy its five lines) when ``fit`` does not suit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import numpy as np
+
+from .core import Key, split_key
+from .data import batches, one_hot
+from .tree import eval_mode, train_mode
+
+__all__ = ["train_step", "predict", "evaluate", "fit", "FitResult", "HISTORY_KEYS"]
+
+# The per-epoch entries of a history, each a list with one float per epoch.
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+def train_step(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state: Any,
+               x: np.ndarray, t: np.ndarray) -> tuple[Any, Any, Any, np.generic, np.ndarray]:
+    """One step on the batch ``(x, t)``: forward, loss, backward, optimizer update.
+
+    Returns ``(params, state, opt_state, loss, y)`` with the new params, layer state and
+    optimizer state, the batch loss and the network output before the update.
+    """
+    y, cache = net.forward(params, state, x)
+    loss, lcache = crit.forward(y, t)
+    _, grads = net.backward(params, cache, crit.backward(lcache))
+    params, opt_state = opt.update(params, grads, opt_state)
+    return params, cache.state, opt_state, loss, y
+
+
+def predict(net: Any, params: Any, state: Any, x: np.ndarray, batch_size: int = 512
+            ) -> np.ndarray:
+    """The network's output on ``x`` in evaluation mode, computed ``batch_size`` rows at a time."""
+    state = eval_mode(state)
+    outs = [net.forward(params, state, x[i:i + batch_size])[0]
+            for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs)
+
+
+def _accuracy(y: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(y, axis=1) == labels))
+
+
+def evaluate(net: Any, crit: Any, params: Any, state: Any, x: np.ndarray, labels: np.ndarray,
+             batch_size: int = 512) -> tuple[float, float]:
+    """``(loss, accuracy)`` on ``(x, labels)`` in evaluation mode.
+
+    ``labels`` are integer classes (N,); the criterion gets their one-hot encoding in the
+    output's dtype; accuracy is the fraction where the output's argmax equals the label.
+    """
+    y = predict(net, params, state, x, batch_size)
+    loss, _ = crit.forward(y, one_hot(labels, y.shape[1], y.dtype))
+    return float(loss), _accuracy(y, labels)
+
+
+@attrs.frozen
+class FitResult:
+    """What :func:`fit` returns: the trained trees and the history.
+
+    ``history`` maps each of :data:`HISTORY_KEYS` to a list with one float per epoch: ``loss``
+    and ``accuracy`` averaged over the epoch's batches (training mode, before each update),
+    ``val_loss`` and ``val_accuracy`` in evaluation mode after the epoch (empty without
+    validation data), ``seconds`` the wall time of the epoch (validation included).
+    """
+
+    params: Any
+    state: Any
+    opt_state: Any
+    history: dict
+
+
+def fit(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state: Any,
+        x: np.ndarray, labels: np.ndarray, *, epochs: int, batch_size: int, key: int | Key,
+        validation: tuple[np.ndarray, np.ndarray] | None = None, n_classes: int | None = None,
+        progress: bool = False, on_epoch: Callable[[int, dict], None] | None = None
+        ) -> FitResult:
+    """Train a classifier for ``epochs`` passes over ``(x, labels)`` with :func:`train_step`.
+
+    ``labels`` are integer classes (N,); the criterion gets one-hot targets in x's dtype with
+    ``n_classes`` columns (default: the largest label + 1). Epoch ``e`` shuffles with the e-th
+    key split off ``key``, so the same arguments give the same result. The state is put in
+    training mode first. ``progress`` shows a tqdm bar over each epoch's batches when tqdm is
+    installed (nothing otherwise); ``on_epoch(epoch, history)`` is called after each epoch
+    (epoch counts from 1).
+    """
+    labels = np.asarray(labels)
+    if n_classes is None:
+        n_classes = int(labels.max()) + 1
+    targets = one_hot(labels, n_classes, x.dtype)
+    history: dict = {k: [] for k in HISTORY_KEYS}
+    state = train_mode(state)
+    n_batches = -(-len(x) // batch_size)
+    for epoch, epoch_key in enumerate(split_key(key, epochs), start=1):
+        start = time.perf_counter()
+        total_loss, n_correct = 0.0, 0
+        for xb, tb in _progress(batches(x, targets, batch_size, key=epoch_key), n_batches,
+                                f"epoch {epoch}/{epochs}", progress):
+            params, state, opt_state, loss, y = train_step(net, crit, opt, params, state,
+                                                           opt_state, xb, tb)
+            total_loss += float(loss) * len(xb)
+            n_correct += int(np.sum(np.argmax(y, axis=1) == np.argmax(tb, axis=1)))
+        history["loss"].append(total_loss / len(x))
+        history["accuracy"].append(n_correct / len(x))
+        if validation is not None:
+            val_loss, val_acc = evaluate(net, crit, params, state, *validation)
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(val_acc)
+        history["seconds"].append(time.perf_counter() - start)
+        if on_epoch is not None:
+            on_epoch(epoch, history)
+    return FitResult(params=params, state=state, opt_state=opt_state, history=history)
+
+
+def _progress(it: Any, total: int, desc: str, enabled: bool) -> Any:
+    """``it`` wrapped in a transient tqdm bar when ``enabled`` and tqdm is installed."""
+    if not enabled:
+        return it
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return it
+    return tqdm(it, total=total, desc=desc, leave=False, unit="batch", disable=None)

@@ -1,0 +1,116 @@
+"""fnn.train: the step, evaluation, and fit (the loss decreases; same arguments, same run)."""
+
+import sys
+
+import numpy as np
+import pytest
+
+import fnn
+from fnn import train, tree
+from fnn.testing import read_only
+
+
+def _blobs(n=240, seed=0, dtype=np.float64):
+    """Three Gaussian blobs in 6-D: a problem a small MLP learns in a few epochs."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    centres = rng.normal(scale=2.0, size=(3, 6))
+    return (centres[labels] + rng.normal(size=(n, 6))).astype(dtype), labels
+
+
+def _net():
+    return fnn.Sequential([fnn.Linear(6, 16), fnn.BatchNormalization(16, alpha=0.9),
+                           fnn.ChannelwiseScaling(16), fnn.ReLU(), fnn.Dropout(0.2),
+                           fnn.Linear(16, 3), fnn.LogSoftMax()])
+
+
+def _fit(x, labels, key=0, epochs=6, **kwargs):
+    net, crit, opt = _net(), fnn.ClassNLLCriterion(), fnn.Adam(0.01)
+    params, state = net.init(1)
+    return train.fit(net, crit, opt, params, state, opt.init(params), x, labels, epochs=epochs,
+                     batch_size=32, key=key, **kwargs)
+
+
+def test_train_step_is_the_functional_step_and_pure():
+    x, labels = _blobs(16)
+    net, crit, opt = _net(), fnn.ClassNLLCriterion(), fnn.SGDMomentum(0.1, momentum=0.9)
+    params, state = net.init(0)
+    opt_state = opt.init(params)
+    t = fnn.data.one_hot(labels, 3)
+    got = train.train_step(net, crit, opt, *read_only((params, state, opt_state, x, t)))
+    # the five lines of design.md, written out
+    y, cache = net.forward(params, state, x)
+    loss, lcache = crit.forward(y, t)
+    _, grads = net.backward(params, cache, crit.backward(lcache))
+    new_params, new_opt_state = opt.update(params, grads, opt_state)
+    want = (new_params, cache.state, new_opt_state, loss, y)
+    for a, b in zip(tree.leaves(got), tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert got[1][4].key != state[4].key  # the Dropout key advanced
+
+
+def test_fit_decreases_the_loss_and_learns():
+    x_all, y_all = _blobs(330)
+    x, labels, x_val, y_val = x_all[:240], y_all[:240], x_all[240:], y_all[240:]
+    result = _fit(x, labels, validation=(x_val, y_val))
+    h = result.history
+    assert set(h) == set(train.HISTORY_KEYS)
+    assert all(len(v) == 6 for v in h.values())
+    assert h["loss"][-1] < 0.5 * h["loss"][0]
+    assert h["val_loss"][-1] < h["val_loss"][0]
+    assert h["val_accuracy"][-1] > 0.9
+    assert all(s > 0 for s in h["seconds"])
+    loss, acc = train.evaluate(_net(), fnn.ClassNLLCriterion(), result.params, result.state,
+                               x_val, y_val)
+    assert (loss, acc) == (h["val_loss"][-1], h["val_accuracy"][-1])
+
+
+def test_fit_is_deterministic_in_its_key():
+    x, labels = _blobs()
+    a, b, c = _fit(x, labels), _fit(x, labels), _fit(x, labels, key=1)
+    for u, v in zip(tree.leaves((a.params, a.state, a.opt_state)),
+                    tree.leaves((b.params, b.state, b.opt_state)), strict=True):
+        np.testing.assert_array_equal(u, v)
+    assert a.history["loss"] == b.history["loss"]
+    assert a.history["loss"] != c.history["loss"]
+
+
+def test_fit_without_validation_and_with_a_callback():
+    x, labels = _blobs(64)
+    seen = []
+    result = _fit(x, labels, epochs=3,
+                  on_epoch=lambda epoch, h: seen.append((epoch, len(h["loss"]))))
+    assert seen == [(1, 1), (2, 2), (3, 3)]
+    assert result.history["val_loss"] == [] and result.history["val_accuracy"] == []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fit_keeps_the_dtype(dtype):
+    x, labels = _blobs(64, dtype=dtype)
+    net, crit, opt = _net(), fnn.ClassNLLCriterion(), fnn.Adam(0.01)
+    params, state = (tree.cast(t, dtype) for t in net.init(0))
+    result = train.fit(net, crit, opt, params, state, opt.init(params), x, labels, epochs=1,
+                       batch_size=16, key=0)
+    floats = [a for a in tree.leaves((result.params, result.state, result.opt_state))
+              if isinstance(a, np.ndarray)]
+    assert floats and all(a.dtype == dtype for a in floats)
+
+
+def test_progress_without_tqdm(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    x, labels = _blobs(64)
+    assert len(_fit(x, labels, epochs=2, progress=True).history["loss"]) == 2
+    assert capsys.readouterr() == ("", "")  # the quiet fallback
+
+
+def test_predict_is_eval_mode_and_batched():
+    x, _ = _blobs(50)
+    net = _net()
+    params, state = net.init(0)
+    _, cache = net.forward(params, state, x)  # moving statistics away from their init
+    state = cache.state
+    y = train.predict(net, params, state, x, batch_size=7)
+    y_ref, _ = net.forward(params, fnn.eval_mode(state), x)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(train.predict(net, params, state, x), y_ref)
