@@ -18,7 +18,9 @@ reference tests import the same table. A row is:
 
 Use :func:`examples` (a hypothesis strategy) to get an :class:`Example` of a row:
 ``layer, params, state, x`` in the requested dtype, ready for ``layer.forward(params, state, x)``.
-:func:`output_shape` gives the expected output shape of any fnn layer for an input shape.
+:func:`output_shape` gives the expected output shape of any fnn layer for an input shape;
+:func:`kink_distance` says how far an input is from the non-differentiable points of a layer
+(finite-difference checks skip examples closer than 1e-5).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import fnn
 from fnn import tree
 
 __all__ = ["LayerCase", "Example", "CASES", "CASE_IDS", "examples", "output_shape",
-           "input_values", "training_flags"]
+           "input_values", "kink_distance", "training_flags"]
 
 Setup = Callable[[st.DrawFn], tuple[Any, tuple[int, ...]]]
 
@@ -117,12 +119,13 @@ def _mlp(draw: st.DrawFn):
 
 
 def _cnn(draw: st.DrawFn):
-    """[Conv2d(k=3) -> ReLU] -> MaxPool2d(2) -> Flatten -> BatchNorm -> Dropout -> Linear ->
-    SoftMax, the first block a nested Sequential."""
+    """[Conv2d(k=3) -> MaxPool2d(2)] -> ReLU -> Flatten -> BatchNorm -> Dropout -> Linear ->
+    SoftMax, the first block a nested Sequential. (ReLU after the pooling computes the same as
+    before it, and keeps the pooled values free of the exact ties of ReLU's zeros.)"""
     c_in, c_out, h, w = _size(draw, 2), _size(draw, 2), 2 * _size(draw, 2), 2 * _size(draw, 2)
     flat = c_out * (h // 2) * (w // 2)
     net = fnn.Sequential([
-        fnn.Sequential([fnn.Conv2d(c_in, c_out, 3), fnn.ReLU()]), fnn.MaxPool2d(2), fnn.Flatten(),
+        fnn.Sequential([fnn.Conv2d(c_in, c_out, 3), fnn.MaxPool2d(2)]), fnn.ReLU(), fnn.Flatten(),
         fnn.BatchNormalization(flat, alpha=0.5), fnn.Dropout(p=0.25), fnn.Linear(flat, 3),
         fnn.SoftMax()])
     return net, (c_in, h, w)
@@ -210,6 +213,32 @@ def output_shape(layer: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
               | fnn.ELU() | fnn.SoftPlus()):
             return shape
     raise NotImplementedError(f"no output shape rule for {layer!r}")
+
+
+def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
+    """How far the inputs of the non-differentiable layers inside ``layer`` are from a kink:
+    min |input| for ReLU, LeakyReLU and ELU with alpha != 1, the smallest gap between the two
+    largest values of a window for MaxPool2d, inf for smooth layers; a Sequential is followed
+    child by child. A finite-difference check with step eps means something only where this is
+    well above eps."""
+    match layer:
+        case fnn.Sequential():
+            distance = np.inf
+            for child, p, s in zip(layer.layers, params, state):
+                distance = min(distance, kink_distance(child, p, s, x))
+                x = child.forward(p, s, x)[0]
+            return distance
+        case fnn.ReLU() | fnn.LeakyReLU():
+            return float(np.abs(x).min(initial=np.inf))
+        case fnn.ELU() if layer.alpha != 1.0:
+            return float(np.abs(x).min(initial=np.inf))
+        case fnn.MaxPool2d() if layer.kernel_size > 1:
+            n, c, h, w = x.shape
+            k = layer.kernel_size
+            windows = x.reshape(n, c, h // k, k, w // k, k).transpose(0, 1, 2, 4, 3, 5)
+            top = np.sort(windows.reshape(n, c, h // k, w // k, k * k), axis=-1)
+            return float((top[..., -1] - top[..., -2]).min(initial=np.inf))
+    return np.inf
 
 
 def training_flags(state: Any) -> list[bool]:

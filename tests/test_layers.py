@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 import scipy.signal
 import scipy.special
-from cases import CASE_IDS, CASES, examples, input_values, output_shape, training_flags
-from hypothesis import given
+from cases import (
+    CASE_IDS,
+    CASES,
+    examples,
+    input_values,
+    kink_distance,
+    output_shape,
+    training_flags,
+)
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import fnn
@@ -87,6 +95,8 @@ def test_dtype_preserved(case, data):
 @given(data=st.data())
 def test_gradients_float64(case, data):
     ex = data.draw(examples(case))
+    # central differences with step 1e-6 straddle no kink (ReLU at 0, a tie in a pool window)
+    assume(kink_distance(ex.layer, ex.params, ex.state, ex.x) > 1e-5)
     check_gradients(ex.layer, ex.params, ex.state, ex.x)
 
 
