@@ -1,6 +1,8 @@
 """fnn.train: the step, evaluation, and fit (the loss decreases; same arguments, same run)."""
 
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +116,25 @@ def test_predict_is_eval_mode_and_batched():
     y_ref, _ = net.forward(params, fnn.eval_mode(state), x)
     np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(train.predict(net, params, state, x), y_ref)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _python(*args: str) -> str:
+    """stdout of ``python *args`` (which must succeed)."""
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_functional_example_runs():
+    pytest.importorskip("sklearn")
+    out = _python(str(REPO / "examples" / "functional_digits.py"), "1")
+    assert "cnn: test accuracy" in out and "same predictions" in out
+
+
+def test_the_readme_loop_runs():
+    pytest.importorskip("sklearn")
+    code = (REPO / "README.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    assert float(_python("-c", code).split()[-1]) > 0.9
