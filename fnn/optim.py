@@ -24,12 +24,18 @@ def _nonneg(low: float = 0.0):
 
 
 def sgd_momentum_leaf(w: np.ndarray, g: np.ndarray, v: np.ndarray, learning_rate: float,
-                      momentum: float) -> tuple[np.ndarray, np.ndarray]:
-    """One SGD-momentum step for one array: v' = momentum*v + learning_rate*g; w' = w - v'."""
+                      momentum: float, *, out: tuple | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """One SGD-momentum step for one array: v' = momentum*v + learning_rate*g; w' = w - v'.
+
+    New arrays, or with ``out=(w_out, v_out)`` (which may be w and v themselves, as in the
+    classic in-place API) the same values written there.
+    """
+    w_out, v_out = (None, None) if out is None else out
     g = g.astype(w.dtype, copy=False)
-    v_new = momentum * v
+    v_new = np.multiply(momentum, v, out=v_out)
     v_new += learning_rate * g
-    return w - v_new, v_new
+    return np.subtract(w, v_new, out=w_out), v_new
 
 
 def adam_step_size(learning_rate: float, beta1: float, beta2: float, t: int) -> float:
@@ -38,20 +44,25 @@ def adam_step_size(learning_rate: float, beta1: float, beta2: float, t: int) -> 
 
 
 def adam_leaf(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr_t: float,
-              beta1: float, beta2: float, epsilon: float
+              beta1: float, beta2: float, epsilon: float, *, out: tuple | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One Adam step for one array: m' = beta1*m + (1-beta1)*g; v' = beta2*v + (1-beta2)*g*g;
-    w' = w - lr_t * m' / (sqrt(v') + epsilon)."""
+    w' = w - lr_t * m' / (sqrt(v') + epsilon).
+
+    New arrays, or with ``out=(w_out, m_out, v_out)`` (which may be w, m and v themselves) the
+    same values written there.
+    """
+    w_out, m_out, v_out = (None, None, None) if out is None else out
     g = g.astype(w.dtype, copy=False)
-    m_new = beta1 * m
+    m_new = np.multiply(beta1, m, out=m_out)
     m_new += (1 - beta1) * g
-    v_new = beta2 * v
+    v_new = np.multiply(beta2, v, out=v_out)
     v_new += (1 - beta2) * g * g
     denom = np.sqrt(v_new)
     denom += epsilon
     step = lr_t * m_new
     step /= denom
-    return w - step, m_new, v_new
+    return np.subtract(w, step, out=w_out), m_new, v_new
 
 
 @attrs.frozen
