@@ -98,13 +98,14 @@ class LogSoftMax(_Activation):
 
 @attrs.frozen
 class ReLU(_Activation):
-    """y = max(x, 0); dx = dy where x > 0, else 0. Any shape. The cache holds x."""
+    """y = max(x, 0); dx = dy * (x > 0) (as the classic module; a product with the mask is
+    several times faster than ``np.where``). Any shape. The cache holds x."""
 
     def _f(self, x):
         return np.maximum(x, 0)
 
     def _df(self, x, y, dy):
-        return np.where(x > 0, dy, 0).astype(dy.dtype, copy=False)
+        return np.multiply(dy, x > 0)
 
 
 @attrs.frozen
