@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     net = (cnn(x_train.shape[1:], n_classes) if args.model == "cnn"
            else mlp(x_train.shape[1], n_classes))
-    params, state = (cast(tree, np.dtype(args.dtype)) for tree in net.init(k_init))
+    params, state = cast(net.init(k_init), np.dtype(args.dtype))
     opt = Adam(args.lr) if args.optimizer == "adam" else SGDMomentum(args.lr, momentum=0.9)
     crit = ClassNLLCriterion()
     print(f"fnn: {args.model} on {dataset} ({len(x_train)} train / {len(x_test)} test, "
@@ -179,16 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = {"config": config, "dataset": dataset, "final": final, "history": h}
     args.out.mkdir(parents=True, exist_ok=True)
     written = [io.save(args.out / "model.npz", result.params, result.state, result.opt_state,
-                       model=net, optimizer=opt, meta=record)]
-    written.append(args.out / "history.json")
-    written[-1].write_text(json.dumps(record, indent=1) + "\n")
+                       model=net, optimizer=opt, meta=record), args.out / "history.json"]
+    written[1].write_text(json.dumps(record, indent=1) + "\n")
     if plot_history(h, args.out / "curves.png"):
         written.append(args.out / "curves.png")
     else:
         print("matplotlib is not installed: no curves.png (pip install matplotlib)")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
