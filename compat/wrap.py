@@ -7,11 +7,12 @@
   only when they change; the params record (e.g. ``LinearParams(W=self.W, b=self.b)``) is built
   at every call, so assigned arrays and in-place optimizer updates are always used;
 - ``updateOutput`` runs ``spec.forward`` and keeps the cache (the previous one is released
-  first: its memory serves the new one; after a failed forward, backward recomputes from the
-  input it is given), ``updateGradInput`` runs
-  ``spec.backward``, which gives dx and dparams at once; ``accGradParameters`` called right after
-  with the same input and gradOutput objects (as ``backward`` does) adds those dparams instead of
-  computing them again. With other arrays, both recompute from the arrays given.
+  first, so that its memory serves the new one; after a failed forward, backward recomputes
+  from the input it is given);
+- ``updateGradInput`` runs ``spec.backward``, which gives dx and dparams at once;
+  ``accGradParameters`` called right after with the same input and gradOutput objects (as
+  ``backward`` does) adds those dparams instead of computing them again. With other arrays,
+  both recompute from the arrays given.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class FnnModule(Module):
     Subclasses set ``_fnn`` (the fnn layer class) and ``_hyper`` (the attributes passed to it,
     in order) or override ``_spec_key``/``_make_spec``; parametric ones set ``_record`` (the
     params record class), ``_param_names`` (its fields, equal to the attribute names) and
-    ``_grad_names``; stateful ones override ``_state``/``_commit``.
+    ``_grad_names``; stateful ones override ``_state``/``_commit`` and name the attributes
+    ``_commit`` replaces in ``_statistics`` (a failed Sequential forward puts them back).
     """
 
     _fnn: Any = None
