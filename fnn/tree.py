@@ -1,8 +1,8 @@
 """Trees of tuples, lists and attrs records with arrays (or other values) at the leaves.
 
 params, state, grads and optimizer states are all such trees. Containers are tuples, lists and
-attrs instances; everything else (arrays, numbers, bools, None) is a leaf. Functions here never
-mutate: they build new containers.
+attrs instances other than :class:`fnn.Key`; everything else (arrays, numbers, bools, None, keys)
+is a leaf. Functions here never mutate: they build new containers.
 """
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ from typing import Any
 import attrs
 import numpy as np
 
+from .core import Key
+
 __all__ = ["is_leaf", "leaves", "unflatten", "map", "map_multi", "cast", "set_training",
            "train_mode", "eval_mode"]
 
 
 def is_leaf(tree: Any) -> bool:
-    """True unless ``tree`` is a tuple, a list or an attrs instance."""
+    """True unless ``tree`` is a tuple, a list or an attrs instance; a random :class:`Key` is
+    an attrs instance but a leaf (one atomic value)."""
+    if isinstance(tree, Key):
+        return True
     return not (isinstance(tree, (tuple, list)) or attrs.has(type(tree)))
 
 

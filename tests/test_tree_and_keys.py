@@ -184,3 +184,13 @@ def test_bad_seed_rejected(seed, error):
 def test_key_record_rejects_bad_seed(seed):
     with pytest.raises(ValueError, match="Key"):
         fnn.Key(seed)
+
+
+def test_a_key_is_one_leaf_of_a_state_tree():
+    _, state = fnn.Sequential([fnn.Dropout(0.5), fnn.BatchNormalization(2)]).init(3)
+    keys = [leaf for leaf in tree.leaves(state) if isinstance(leaf, fnn.Key)]
+    assert len(keys) == 1 and tree.is_leaf(keys[0])
+    # a leafwise function sees the key itself, never its integer seed
+    seen = []
+    tree.map(lambda leaf: seen.append(type(leaf)), state)
+    assert fnn.Key in seen and int not in seen
