@@ -5,7 +5,7 @@ Every layer is a frozen spec with ``init(key) -> (params, state)``,
 See docs/contract.md.
 """
 
-from . import data, io, testing, train, tree
+from . import data, init, io, testing, train, tree
 from .activations import ELU, LeakyReLU, LogSoftMax, ReLU, SoftMax, SoftPlus
 from .conv import Conv2d
 from .core import Key, Layer, as_key, generator, split_key
@@ -24,7 +24,7 @@ from .tree import eval_mode, train_mode
 __version__ = "0.1.0"
 
 __all__ = [
-    "Layer", "Key", "as_key", "split_key", "generator", "tree", "testing",
+    "Layer", "Key", "as_key", "split_key", "generator", "tree", "testing", "init",
     "Linear", "SoftMax", "LogSoftMax", "BatchNormalization", "ChannelwiseScaling", "Dropout",
     "ReLU", "LeakyReLU", "ELU", "SoftPlus", "Conv2d", "MaxPool2d", "Flatten", "Sequential",
     "MSECriterion", "ClassNLLCriterionUnstable", "ClassNLLCriterion",
