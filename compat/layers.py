@@ -13,7 +13,7 @@ from fnn.dropout import DropoutState
 from fnn.linear import LinearParams, ScalingParams
 from fnn.normalization import BatchNormState
 
-from .wrap import FnnModule, uniform_fan, with_eps
+from .wrap import FnnModule, uniform_fan
 
 __all__ = ["Linear", "SoftMax", "LogSoftMax", "BatchNormalization", "ChannelwiseScaling",
            "Dropout", "ReLU", "LeakyReLU", "ELU", "SoftPlus", "Conv2d", "MaxPool2d", "Flatten"]
@@ -106,7 +106,7 @@ class BatchNormalization(FnnModule):
 
     def _make_spec(self, key: tuple) -> Any:
         n, alpha, eps = key
-        return with_eps(self._fnn, eps)(n_features=n, alpha=alpha)
+        return self._fnn(n_features=n, alpha=alpha, eps=eps)
 
     def _state(self, spec: Any) -> BatchNormState:
         n, mean, var = spec.n_features, self.moving_mean, self.moving_variance

@@ -6,17 +6,28 @@ See docs/contract.md.
 """
 
 from . import data, init, io, testing, train, tree
-from .activations import ELU, LeakyReLU, LogSoftMax, ReLU, SoftMax, SoftPlus
+from .activations import (
+    ELU,
+    GELU,
+    Identity,
+    LeakyReLU,
+    LogSoftMax,
+    ReLU,
+    Sigmoid,
+    SoftMax,
+    SoftPlus,
+    Tanh,
+)
 from .conv import Conv2d
 from .core import Key, Layer, as_key, generator, split_key
 from .dropout import Dropout
 from .io import Checkpoint, CheckpointError, load, save
 from .linear import ChannelwiseScaling, Linear
 from .losses import ClassNLLCriterion, ClassNLLCriterionUnstable, MSECriterion
-from .normalization import BatchNormalization
+from .normalization import BatchNorm2d, BatchNormalization, LayerNorm
 from .optim import Adam, SGDMomentum
 from .pooling import MaxPool2d
-from .sequential import Sequential
+from .sequential import Residual, Sequential
 from .shape import Flatten
 from .train import fit
 from .tree import eval_mode, train_mode
@@ -30,4 +41,5 @@ __all__ = [
     "MSECriterion", "ClassNLLCriterionUnstable", "ClassNLLCriterion",
     "SGDMomentum", "Adam", "train_mode", "eval_mode",
     "data", "io", "train", "fit", "save", "load", "Checkpoint", "CheckpointError",
+    "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
 ]

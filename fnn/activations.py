@@ -7,15 +7,17 @@ work over the last axis of (N, C). All are parameterless and stateless: ``init``
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, ndtr
 
 from .core import Layer, as_float_array, expect_shape, finite_real, real_float
 
-__all__ = ["ActivationCache", "SoftMax", "LogSoftMax", "ReLU", "LeakyReLU", "ELU", "SoftPlus"]
+__all__ = ["ActivationCache", "SoftMax", "LogSoftMax", "ReLU", "LeakyReLU", "ELU", "SoftPlus",
+           "Tanh", "Sigmoid", "GELU", "Identity"]
 
 
 @attrs.frozen
@@ -147,3 +149,77 @@ class SoftPlus(_Activation):
 
     def _df(self, x, y, dy):
         return dy * expit(x)
+
+
+@attrs.frozen
+class Tanh(_Activation):
+    """y = tanh(x); dx = dy * (1 - y^2). Any shape. The cache holds y."""
+
+    _keep = ("y",)
+
+    def _f(self, x):
+        return np.tanh(x)
+
+    def _df(self, x, y, dy):
+        return dy * (1 - y * y)
+
+
+@attrs.frozen
+class Sigmoid(_Activation):
+    """y = 1 / (1 + exp(-x)) (scipy's expit: no overflow); dx = dy * y * (1 - y). Any shape.
+    The cache holds y."""
+
+    _keep = ("y",)
+
+    def _f(self, x):
+        return expit(x)
+
+    def _df(self, x, y, dy):
+        return dy * (y * (1 - y))
+
+
+def _gelu_approximate(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value not in ("none", "tanh"):
+        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be 'none' or "
+                         f"'tanh', got {value!r}")
+
+
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+@attrs.frozen
+class GELU(_Activation):
+    """Gaussian error linear unit, as torch.nn.GELU. Any shape. The cache holds x.
+
+    approximate="none": y = x * Phi(x), Phi the standard normal CDF (scipy's ndtr, accurate in
+    the lower tail); dx = dy * (Phi(x) + x * phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+    approximate="tanh": y = x/2 * (1 + tanh(u)), u = sqrt(2/pi) * (x + 0.044715 x^3);
+    dx = dy * (1/2 (1 + t) + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)), t = tanh(u).
+    """
+
+    approximate: str = attrs.field(default="none", validator=_gelu_approximate)
+
+    def _f(self, x):
+        if self.approximate == "tanh":
+            return 0.5 * x * (1 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x ** 3)))
+        return x * ndtr(x)
+
+    def _df(self, x, y, dy):
+        if self.approximate == "tanh":
+            t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x ** 3))
+            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
+            return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+        pdf = np.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+        return dy * (ndtr(x) + x * pdf)
+
+
+@attrs.frozen
+class Identity(_Activation):
+    """y = x (a copy); dx = dy (a copy). Any shape. The cache holds x (to check dy's shape)."""
+
+    def _f(self, x):
+        return x.copy()
+
+    def _df(self, x, y, dy):
+        return dy.copy()

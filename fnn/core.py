@@ -11,6 +11,7 @@ distinct spawn keys, so a key's children and its own random stream never overlap
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -137,6 +138,57 @@ def cast_like(a: np.ndarray, like: np.ndarray) -> np.ndarray:
     return a.astype(like.dtype, copy=False)
 
 
+def _dtype_name(value: Any) -> Any:
+    """Converter: a dtype as its numpy name (``np.float32`` -> ``"float32"``); anything numpy
+    does not read as a dtype (and None, which numpy would read as float64) is left for the
+    validator to reject."""
+    if value is None:
+        return value
+    try:
+        return np.dtype(value).name
+    except (TypeError, ValueError):
+        return value
+
+
+def _floating_dtype(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not (isinstance(value, str) and np.issubdtype(np.dtype(value), np.floating)):
+        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a floating-point "
+                         f"dtype (e.g. \"float32\", np.float64), got {value!r}")
+
+
+def dtype_field() -> Any:
+    """A keyword-only ``dtype`` hyperparameter: the dtype ``init`` creates params and state in,
+    stored as its numpy name (a plain string, so specs compare, print and save simply);
+    default ``"float64"``."""
+    return attrs.field(default="float64", kw_only=True, converter=_dtype_name,
+                       validator=_floating_dtype)
+
+
+def _initializer(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be an initializer "
+                         f"(key, shape, dtype) -> array, or None, got {value!r}")
+
+
+def initializer_field() -> Any:
+    """A keyword-only initializer hyperparameter (``w_init``, ``gamma_init``, ...): a callable
+    ``(key, shape, dtype) -> array`` such as ``fnn.init.kaiming_uniform``, or None for the
+    layer's default."""
+    return attrs.field(default=None, kw_only=True, validator=_initializer)
+
+
+def _value_repr(value: Any) -> str:
+    """repr of a hyperparameter; functions by dotted name, partials by their parts (no
+    memory addresses)."""
+    if isinstance(value, functools.partial):
+        args = [_value_repr(value.func), *map(repr, value.args),
+                *(f"{k}={v!r}" for k, v in value.keywords.items())]
+        return f"partial({', '.join(args)})"
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}"
+    return repr(value)
+
+
 class Layer:
     """Base of the fnn layers: the defaults for a layer with no params and no state.
 
@@ -149,3 +201,23 @@ class Layer:
         """``(params, state)``; here ``((), ())``: nothing to learn, nothing to carry."""
         as_key(key)
         return (), ()
+
+    def __repr__(self) -> str:
+        """``Name(required fields, optional fields that differ from their defaults)``, e.g.
+        ``Linear(n_in=3, n_out=4)`` or ``Linear(n_in=3, n_out=4, dtype='float32')``. Used by
+        attrs layers declared with ``@attrs.frozen(repr=False)``."""
+        if not attrs.has(type(self)):
+            return object.__repr__(self)
+        parts = []
+        for f in attrs.fields(type(self)):
+            value = getattr(self, f.name)
+            if f.repr and (f.default is attrs.NOTHING or not _is_default(value, f.default,
+                                                                              self)):
+                parts.append(f"{f.name}={_value_repr(value)}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _is_default(value: Any, default: Any, instance: Any) -> bool:
+    if isinstance(default, attrs.Factory):
+        default = default.factory(instance) if default.takes_self else default.factory()
+    return type(value) is type(default) and bool(value == default)

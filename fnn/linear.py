@@ -7,17 +7,28 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .core import Key, Layer, as_float_array, cast_like, expect_shape, generator, positive_int
+from .core import (
+    Key,
+    Layer,
+    as_float_array,
+    cast_like,
+    dtype_field,
+    expect_shape,
+    initializer_field,
+    positive_int,
+    split_key,
+)
+from .init import init_param
 
 __all__ = ["Linear", "LinearParams", "LinearCache", "ChannelwiseScaling", "ScalingParams",
            "ScalingCache"]
 
 
 def uniform_fan(key: int | Key, fan: int, *shapes: tuple[int, ...]) -> list[np.ndarray]:
-    """Float64 arrays drawn in order from U(-1/sqrt(fan), 1/sqrt(fan)): the classic init."""
-    rng = generator(key)
-    bound = 1.0 / np.sqrt(fan)
-    return [rng.uniform(-bound, bound, size=shape) for shape in shapes]
+    """The classic init of layers not yet on initializer options: one float64 array per shape
+    from U(±1/sqrt(fan)), each from its own key split off ``key`` (as ``init_param`` with None)."""
+    return [init_param(None, k, shape, np.float64, fan)
+            for k, shape in zip(split_key(key, len(shapes)), shapes)]
 
 
 @attrs.frozen
@@ -32,20 +43,26 @@ class LinearCache:
     state: Any = ()
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Linear(Layer):
     """y = x @ W.T + b.
 
-    Shapes: x (N, n_in) -> y (N, n_out); W (n_out, n_in), b (n_out,). Init: W then b from
-    U(±1/sqrt(n_in)) (float64). The cache holds x. Computation is in x's dtype; dparams come
-    back in the params' dtypes.
+    Shapes: x (N, n_in) -> y (N, n_out); W (n_out, n_in), b (n_out,). Init: W and b from
+    ``w_init`` and ``b_init`` (keys split off the key in that order), each None = the classic
+    U(±1/sqrt(n_in)), in ``dtype`` (default float64). The cache holds x. Computation is in x's
+    dtype; dparams come back in the params' dtypes.
     """
 
     n_in: int = attrs.field(validator=positive_int)
     n_out: int = attrs.field(validator=positive_int)
+    w_init: Any = initializer_field()
+    b_init: Any = initializer_field()
+    dtype: str = dtype_field()
 
     def init(self, key: int | Key) -> tuple[LinearParams, tuple]:
-        W, b = uniform_fan(key, self.n_in, (self.n_out, self.n_in), (self.n_out,))
+        kw, kb = split_key(key, 2)
+        W = init_param(self.w_init, kw, (self.n_out, self.n_in), self.dtype, self.n_in)
+        b = init_param(self.b_init, kb, (self.n_out,), self.dtype, self.n_in)
         return LinearParams(W=W, b=b), ()
 
     def forward(self, params: LinearParams, state: Any, x: np.ndarray
@@ -79,19 +96,26 @@ class ScalingCache:
     state: Any = ()
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class ChannelwiseScaling(Layer):
     """y = x * gamma + beta, per feature (the affine part of batch normalization).
 
-    Shapes: x (N, n_out) -> y (N, n_out); gamma, beta (n_out,). Init: gamma then beta from
-    U(±1/sqrt(n_out)). The cache holds x.
+    Shapes: x (N, n_out) -> y (N, n_out); gamma, beta (n_out,). Init: gamma and beta from
+    ``gamma_init`` and ``beta_init`` (keys split off the key in that order), each None = the
+    classic U(±1/sqrt(n_out)), in ``dtype`` (default float64). The cache holds x.
     """
 
     n_out: int = attrs.field(validator=positive_int)
+    gamma_init: Any = initializer_field()
+    beta_init: Any = initializer_field()
+    dtype: str = dtype_field()
 
     def init(self, key: int | Key) -> tuple[ScalingParams, tuple]:
-        gamma, beta = uniform_fan(key, self.n_out, (self.n_out,), (self.n_out,))
-        return ScalingParams(gamma=gamma, beta=beta), ()
+        kg, kb = split_key(key, 2)
+        shape = (self.n_out,)
+        return ScalingParams(gamma=init_param(self.gamma_init, kg, shape, self.dtype, self.n_out),
+                             beta=init_param(self.beta_init, kb, shape, self.dtype, self.n_out)
+                             ), ()
 
     def forward(self, params: ScalingParams, state: Any, x: np.ndarray
                 ) -> tuple[np.ndarray, ScalingCache]:

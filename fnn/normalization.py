@@ -1,25 +1,38 @@
-"""Batch normalization (without the affine part: follow it with ChannelwiseScaling)."""
+"""Normalization: BatchNormalization (features; no affine part: follow it with
+ChannelwiseScaling), BatchNorm2d (channels of images) and LayerNorm (each sample).
+
+BatchNorm2d and LayerNorm are computed by BatchNormalization on a 2-D view of their input (and
+ChannelwiseScaling for their affine part), so the three share one implementation of the math.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
 import numpy as np
 
+from . import init as initializers
 from .core import (
     Key,
     Layer,
     as_float_array,
     as_key,
     cast_like,
+    dtype_field,
     expect_shape,
     in_range,
+    initializer_field,
     positive_int,
     real_float,
+    split_key,
 )
+from .linear import ChannelwiseScaling, ScalingCache, ScalingParams
 
-__all__ = ["BatchNormalization", "BatchNormState", "BatchNormCache"]
+__all__ = ["BatchNormalization", "BatchNormState", "BatchNormCache", "BatchNorm2d", "LayerNorm",
+           "NormCache"]
 
 
 @attrs.frozen
@@ -32,15 +45,16 @@ class BatchNormState:
 @attrs.frozen
 class BatchNormCache:
     xhat: np.ndarray | None  # normalized input (training mode only)
-    inv_std: np.ndarray  # 1 / sqrt(var + EPS), (n_features,)
+    inv_std: np.ndarray  # 1 / sqrt(var + eps), (n_features,)
     training: bool
     x_shape: tuple  # (N, n_features), to check dy in either mode
     state: BatchNormState
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class BatchNormalization(Layer):
-    """Normalize each feature over the batch: y = (x - mean) / sqrt(var + EPS), EPS = 1e-3.
+    """Normalize each feature over the batch: y = (x - mean) / sqrt(var + eps); ``eps``
+    defaults to the class attribute EPS = 1e-3 (the classic value; PyTorch's is 1e-5).
 
     Training mode uses the batch mean and the *biased* batch variance and returns, in
     ``cache.state``, the moving statistics ``moving = alpha * moving + (1 - alpha) * batch``
@@ -49,7 +63,7 @@ class BatchNormalization(Layer):
 
     Shapes: x, y (N, n_features). No params. State: ``training``, ``moving_mean`` (zeros),
     ``moving_variance`` (ones). Backward (training), with xhat the normalized input:
-    dx = (dy - mean(dy) - xhat * mean(dy * xhat)) / sqrt(var + EPS); (eval) dy / sqrt(mv + EPS).
+    dx = (dy - mean(dy) - xhat * mean(dy * xhat)) / sqrt(var + eps); (eval) dy / sqrt(mv + eps).
     """
 
     EPS: ClassVar[float] = 1e-3
@@ -57,6 +71,8 @@ class BatchNormalization(Layer):
     n_features: int = attrs.field(validator=positive_int)
     alpha: float = attrs.field(default=0.0, converter=real_float,
                                validator=in_range(0.0, 1.0, high_open=False))
+    eps: float = attrs.field(default=EPS, converter=real_float,
+                             validator=in_range(0.0, math.inf))
 
     def init(self, key: int | Key) -> tuple[tuple, BatchNormState]:
         as_key(key)
@@ -68,7 +84,7 @@ class BatchNormalization(Layer):
         x = as_float_array(self, x)
         expect_shape(self, x, ("N", self.n_features))
         if not state.training:
-            inv_std = 1.0 / np.sqrt(cast_like(state.moving_variance, x) + self.EPS)
+            inv_std = 1.0 / np.sqrt(cast_like(state.moving_variance, x) + self.eps)
             y = x - cast_like(state.moving_mean, x)
             y *= inv_std
             return y, BatchNormCache(xhat=None, inv_std=inv_std, training=False,
@@ -76,7 +92,7 @@ class BatchNormalization(Layer):
         mean = x.mean(axis=0)
         y = x - mean
         var = np.einsum("ij,ij->j", y, y) / x.shape[0]
-        inv_std = 1.0 / np.sqrt(var + self.EPS)
+        inv_std = 1.0 / np.sqrt(var + self.eps)
         y *= inv_std
         a = self.alpha
         new_state = BatchNormState(
@@ -101,3 +117,179 @@ class BatchNormalization(Layer):
         dx -= mean_dy
         dx *= cache.inv_std
         return dx, ()
+
+
+@attrs.frozen
+class NormCache:
+    """Cache of BatchNorm2d and LayerNorm: the caches of the BatchNormalization and (affine only,
+    else None) ChannelwiseScaling that compute them on a 2-D view of x."""
+
+    norm: BatchNormCache
+    affine: ScalingCache | None
+    x_shape: tuple
+    state: Any
+
+
+def _affine_params(layer: Any, key: int | Key, shape: tuple[int, ...]) -> ScalingParams:
+    """gamma and beta of ``shape`` from the layer's gamma_init and beta_init (None: ones and
+    zeros), keys split off ``key`` in that order, in the layer's dtype."""
+    kg, kb = split_key(key, 2)
+    fan = math.prod(shape)
+    gamma_init = initializers.ones if layer.gamma_init is None else layer.gamma_init
+    beta_init = initializers.zeros if layer.beta_init is None else layer.beta_init
+    return ScalingParams(gamma=initializers.init_param(gamma_init, kg, shape, layer.dtype, fan),
+                         beta=initializers.init_param(beta_init, kb, shape, layer.dtype, fan))
+
+
+def _is_bool(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be True or False, "
+                         f"got {value!r}")
+
+
+@attrs.frozen(repr=False)
+class BatchNorm2d(Layer):
+    """BatchNormalization per channel of images: statistics over N, H and W.
+
+    y = (x - mean_c) / sqrt(var_c + eps) [* gamma_c + beta_c when ``affine``]. The same state
+    rules as BatchNormalization: biased batch variance in training, moving statistics
+    ``moving = alpha * moving + (1 - alpha) * batch`` (alpha weights the OLD statistic) returned
+    in ``cache.state``; evaluation uses the moving statistics and keeps the state.
+
+    Shapes: x, y (N, n_channels, H, W). State: ``BatchNormState`` with (n_channels,) statistics
+    (zeros, ones) in ``dtype``. Params: ``()``, or with ``affine`` ``ScalingParams(gamma, beta)``
+    of shape (n_channels,) from gamma_init and beta_init (None: ones and zeros). Computed as
+    BatchNormalization(n_channels) [and ChannelwiseScaling] on x as (N*H*W, n_channels); the
+    cache (:class:`NormCache`) holds their caches.
+    """
+
+    n_channels: int = attrs.field(validator=positive_int)
+    alpha: float = attrs.field(default=0.0, converter=real_float,
+                               validator=in_range(0.0, 1.0, high_open=False))
+    eps: float = attrs.field(default=BatchNormalization.EPS, converter=real_float,
+                             validator=in_range(0.0, math.inf))
+    affine: bool = attrs.field(default=False, validator=_is_bool)
+    gamma_init: Any = initializer_field()
+    beta_init: Any = initializer_field()
+    dtype: str = dtype_field()
+
+    def _norm(self) -> BatchNormalization:
+        return BatchNormalization(self.n_channels, self.alpha, self.eps)
+
+    def init(self, key: int | Key) -> tuple[ScalingParams | tuple, BatchNormState]:
+        c = self.n_channels
+        params = _affine_params(self, key, (c,)) if self.affine else ()
+        return params, BatchNormState(training=True, moving_mean=np.zeros(c, self.dtype),
+                                      moving_variance=np.ones(c, self.dtype))
+
+    def forward(self, params: ScalingParams | tuple, state: BatchNormState, x: np.ndarray
+                ) -> tuple[np.ndarray, NormCache]:
+        x = as_float_array(self, x)
+        expect_shape(self, x, ("N", self.n_channels, "H", "W"))
+        n, c, h, w = x.shape
+        y2, norm = self._norm().forward((), state, x.transpose(0, 2, 3, 1).reshape(-1, c))
+        affine = None
+        if self.affine:
+            y2, affine = ChannelwiseScaling(c).forward(params, (), y2)
+        y = np.ascontiguousarray(y2.reshape(n, h, w, c).transpose(0, 3, 1, 2))
+        return y, NormCache(norm=norm, affine=affine, x_shape=x.shape, state=norm.state)
+
+    def backward(self, params: ScalingParams | tuple, cache: NormCache, dy: np.ndarray
+                 ) -> tuple[np.ndarray, ScalingParams | tuple]:
+        dy = as_float_array(self, dy, "gradient")
+        expect_shape(self, dy, cache.x_shape, "gradient")
+        n, c, h, w = cache.x_shape
+        dy2, dparams = dy.transpose(0, 2, 3, 1).reshape(-1, c), ()
+        if cache.affine is not None:
+            dy2, dparams = ChannelwiseScaling(c).backward(params, cache.affine, dy2)
+        dx2, _ = self._norm().backward((), cache.norm, dy2)
+        return np.ascontiguousarray(dx2.reshape(n, h, w, c).transpose(0, 3, 1, 2)), dparams
+
+
+def _shape_tuple(value: Any) -> Any:
+    """Converter: an int or a sequence of ints as a tuple of Python ints (else left for the
+    validator)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (int(value),)
+    if isinstance(value, Sequence) and all(isinstance(v, (int, np.integer))
+                                           and not isinstance(v, bool) for v in value):
+        return tuple(int(v) for v in value)
+    return value
+
+
+def _positive_shape(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not (isinstance(value, tuple) and value and all(isinstance(v, int) and v > 0
+                                                       for v in value)):
+        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a positive "
+                         f"integer or a non-empty sequence of them, got {value!r}")
+
+
+def _flat_params(params: ScalingParams) -> ScalingParams:
+    return ScalingParams(gamma=params.gamma.reshape(-1), beta=params.beta.reshape(-1))
+
+
+@attrs.frozen(repr=False)
+class LayerNorm(Layer):
+    """Normalize each sample over its last dimensions, as torch.nn.LayerNorm.
+
+    With D = prod(normalized_shape) and, per sample (each index of the leading axes),
+    mean and biased var over the last len(normalized_shape) axes:
+    y = (x - mean) / sqrt(var + eps) [* gamma + beta when ``elementwise_affine``]. No state, no
+    modes. Shapes: x, y (N, ..., *normalized_shape); gamma, beta of normalized_shape
+    (``ScalingParams``, from gamma_init and beta_init; None: ones and zeros; in ``dtype``).
+
+    Computed as BatchNormalization on x viewed as (D, M) (M = x.size / D: the features of each
+    sample form one column, so batch statistics are per-sample statistics) [then
+    ChannelwiseScaling(D) on (M, D)]. Backward:
+    dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps), dxhat = dy * gamma,
+    means over each sample's D features; dgamma = sum of dy * xhat, dbeta = sum of dy over the
+    leading axes. The cache (:class:`NormCache`) holds their caches.
+    """
+
+    normalized_shape: tuple[int, ...] = attrs.field(converter=_shape_tuple,
+                                                    validator=_positive_shape)
+    eps: float = attrs.field(default=1e-5, converter=real_float,
+                             validator=in_range(0.0, math.inf))
+    elementwise_affine: bool = attrs.field(default=True, validator=_is_bool)
+    gamma_init: Any = initializer_field()
+    beta_init: Any = initializer_field()
+    dtype: str = dtype_field()
+
+    def init(self, key: int | Key) -> tuple[ScalingParams | tuple, tuple]:
+        as_key(key)
+        if not self.elementwise_affine:
+            return (), ()
+        return _affine_params(self, key, self.normalized_shape), ()
+
+    def forward(self, params: ScalingParams | tuple, state: Any, x: np.ndarray
+                ) -> tuple[np.ndarray, NormCache]:
+        x = as_float_array(self, x)
+        shape = self.normalized_shape
+        leading = ["N", *[None] * (x.ndim - 1 - len(shape))]
+        expect_shape(self, x, (*leading, *shape))
+        d = math.prod(shape)
+        m = x.size // d
+        # each column of the (D, M) view is one sample: BatchNormalization's statistics over
+        # its batch axis are the per-sample statistics (its moving statistics are discarded)
+        columns = BatchNormState(training=True, moving_mean=np.zeros(m, x.dtype),
+                                 moving_variance=np.ones(m, x.dtype))
+        yt, norm = BatchNormalization(m, eps=self.eps).forward((), columns, x.reshape(m, d).T)
+        y2, affine = yt.T, None
+        if self.elementwise_affine:
+            y2, affine = ChannelwiseScaling(d).forward(_flat_params(params), (), y2)
+        return y2.reshape(x.shape), NormCache(norm=norm, affine=affine, x_shape=x.shape,
+                                              state=state)
+
+    def backward(self, params: ScalingParams | tuple, cache: NormCache, dy: np.ndarray
+                 ) -> tuple[np.ndarray, ScalingParams | tuple]:
+        dy = as_float_array(self, dy, "gradient")
+        expect_shape(self, dy, cache.x_shape, "gradient")
+        d = math.prod(self.normalized_shape)
+        m = dy.size // d
+        dy2, dparams = dy.reshape(m, d), ()
+        if cache.affine is not None:
+            dy2, flat = ChannelwiseScaling(d).backward(_flat_params(params), cache.affine, dy2)
+            dparams = ScalingParams(gamma=flat.gamma.reshape(self.normalized_shape),
+                                    beta=flat.beta.reshape(self.normalized_shape))
+        dxt, _ = BatchNormalization(m, eps=self.eps).backward((), cache.norm, dy2.T)
+        return dxt.T.reshape(cache.x_shape), dparams

@@ -1,4 +1,4 @@
-"""Sequential: a chain of layers that is itself a layer."""
+"""Sequential: a chain of layers that is itself a layer; Residual: x + layer(x)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .core import Key, Layer, split_key
+from .core import Key, Layer, as_float_array, split_key
 
-__all__ = ["Sequential", "SequentialCache"]
+__all__ = ["Sequential", "SequentialCache", "Residual", "ResidualCache"]
 
 
 @attrs.frozen
@@ -75,3 +75,38 @@ class Sequential(Layer):
                 _note(err, i, layer, "backward")
                 raise
         return dy, tuple(grads)
+
+
+@attrs.frozen
+class ResidualCache:
+    inner: Any  # the inner layer's cache
+    state: Any  # the inner layer's new state
+
+
+@attrs.frozen
+class Residual(Layer):
+    """y = x + layer(x): a skip connection around ``layer``, whose output must have x's shape.
+
+    params and state are the inner layer's own (``init(key)`` is ``layer.init(key)``); the
+    cache holds the inner cache and the inner new state. Backward: dx = dy + dx_inner, dparams
+    the inner layer's. A shape mismatch raises ValueError naming both layers and shapes.
+    """
+
+    layer: Any
+
+    def init(self, key: int | Key) -> tuple[Any, Any]:
+        return self.layer.init(key)
+
+    def forward(self, params: Any, state: Any, x: np.ndarray) -> tuple[np.ndarray, ResidualCache]:
+        x = as_float_array(self, x)
+        fx, inner = self.layer.forward(params, state, x)
+        if fx.shape != x.shape:
+            raise ValueError(f"{self!r}: the inner layer {self.layer!r} maps input of shape "
+                             f"{tuple(x.shape)} to shape {tuple(fx.shape)}; a residual needs "
+                             f"the same shape")
+        return x + fx, ResidualCache(inner=inner, state=inner.state)
+
+    def backward(self, params: Any, cache: ResidualCache, dy: np.ndarray) -> tuple[np.ndarray, Any]:
+        dy = as_float_array(self, dy, "gradient")
+        dx, dparams = self.layer.backward(params, cache.inner, dy)
+        return dx + dy, dparams

@@ -91,8 +91,43 @@ def _classes(layer_cls: Callable[[], Any]) -> Setup:
     return lambda draw: (layer_cls(), (_size(draw, 5),))
 
 
+# eps no smaller than the classic 1e-3: 1 / sqrt(eps) bounds the curvature the finite
+# differences must resolve when a batch's values nearly coincide
+_eps = st.sampled_from([1e-3, 1e-2, 0.5])
+
+
 def _batchnorm(draw: st.DrawFn):
-    return _features(draw, fnn.BatchNormalization, alpha=draw(st.floats(0.0, 1.0)))
+    return _features(draw, fnn.BatchNormalization, alpha=draw(st.floats(0.0, 1.0)),
+                     eps=draw(_eps))
+
+
+def _batchnorm2d(draw: st.DrawFn):
+    c = _size(draw, 3)
+    layer = fnn.BatchNorm2d(c, alpha=draw(st.floats(0.0, 1.0)), eps=draw(_eps),
+                            affine=draw(st.booleans()))
+    return layer, (c, _size(draw, 3), _size(draw, 3))
+
+
+def _layernorm(draw: st.DrawFn):
+    """normalized_shape of rank 1 or 2 after 0 or 1 extra leading axes."""
+    normalized = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=2)))
+    leading = tuple(draw(st.lists(st.integers(1, 3), max_size=1)))
+    layer = fnn.LayerNorm(normalized, eps=draw(_eps), elementwise_affine=draw(st.booleans()))
+    return layer, leading + normalized
+
+
+def _residual_mlp(draw: st.DrawFn):
+    n, hidden = _size(draw), _size(draw)
+    return fnn.Residual(fnn.Sequential([fnn.Linear(n, hidden), fnn.GELU(),
+                                        fnn.Linear(hidden, n)])), (n,)
+
+
+def _residual_conv(draw: st.DrawFn):
+    """Residual(Conv2d(k=3) -> BatchNorm2d(affine) -> Tanh): a ResNet-style block."""
+    c = _size(draw, 2)
+    block = fnn.Sequential([fnn.Conv2d(c, c, 3), fnn.BatchNorm2d(c, alpha=0.5, affine=True),
+                            fnn.Tanh()])
+    return fnn.Residual(block), (c, _size(draw, 4), _size(draw, 4))
 
 
 def _conv(k: int) -> Setup:
@@ -147,6 +182,18 @@ CASES: list[LayerCase] = [
     LayerCase("leakyrelu", _elementwise(lambda d: fnn.LeakyReLU(slope=d(st.floats(0.0, 1.0))))),
     LayerCase("elu", _elementwise(lambda d: fnn.ELU(alpha=d(st.floats(0.1, 2.0))))),
     LayerCase("softplus", _elementwise(lambda d: fnn.SoftPlus())),
+    LayerCase("tanh", _elementwise(lambda d: fnn.Tanh())),
+    LayerCase("sigmoid", _elementwise(lambda d: fnn.Sigmoid())),
+    LayerCase("gelu", _elementwise(lambda d: fnn.GELU(d(st.sampled_from(["none", "tanh"]))))),
+    LayerCase("identity", _elementwise(lambda d: fnn.Identity())),
+    LayerCase("batchnorm2d-train", _batchnorm2d, batch_coupled=True),
+    LayerCase("batchnorm2d-eval", _batchnorm2d, mode="eval"),
+    LayerCase("layernorm", _layernorm),
+    LayerCase("residual-linear", lambda draw: _features(
+        draw, lambda n: fnn.Residual(fnn.Linear(n, n)))),
+    LayerCase("residual-mlp", _residual_mlp),
+    LayerCase("residual-conv-train", _residual_conv, batch_coupled=True),
+    LayerCase("residual-conv-eval", _residual_conv, mode="eval"),
     LayerCase("conv-k1", _conv(1)),
     LayerCase("conv-k3", _conv(3)),
     LayerCase("conv-k5", _conv(5)),
@@ -210,7 +257,8 @@ def output_shape(layer: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
             return (shape[0], int(np.prod(shape[1:], dtype=np.int64)))
         case (fnn.SoftMax() | fnn.LogSoftMax() | fnn.BatchNormalization()
               | fnn.ChannelwiseScaling() | fnn.Dropout() | fnn.ReLU() | fnn.LeakyReLU()
-              | fnn.ELU() | fnn.SoftPlus()):
+              | fnn.ELU() | fnn.SoftPlus() | fnn.Tanh() | fnn.Sigmoid() | fnn.GELU()
+              | fnn.Identity() | fnn.BatchNorm2d() | fnn.LayerNorm() | fnn.Residual()):
             return shape
     raise NotImplementedError(f"no output shape rule for {layer!r}")
 
@@ -219,8 +267,8 @@ def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
     """How far the inputs of the non-differentiable layers inside ``layer`` are from a kink:
     min |input| for ReLU, LeakyReLU and ELU with alpha != 1, the smallest gap between the two
     largest values of a window for MaxPool2d, inf for smooth layers; a Sequential is followed
-    child by child. A finite-difference check with step eps means something only where this is
-    well above eps."""
+    child by child, a Residual into its inner layer. A finite-difference check with step eps
+    means something only where this is well above eps."""
     match layer:
         case fnn.Sequential():
             distance = np.inf
@@ -228,6 +276,8 @@ def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
                 distance = min(distance, kink_distance(child, p, s, x))
                 x = child.forward(p, s, x)[0]
             return distance
+        case fnn.Residual():
+            return kink_distance(layer.layer, params, state, x)
         case fnn.ReLU() | fnn.LeakyReLU():
             return float(np.abs(x).min(initial=np.inf))
         case fnn.ELU() if layer.alpha != 1.0:
