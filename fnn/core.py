@@ -151,7 +151,11 @@ def _dtype_name(value: Any) -> Any:
 
 
 def _floating_dtype(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not (isinstance(value, str) and np.issubdtype(np.dtype(value), np.floating)):
+    try:
+        ok = isinstance(value, str) and np.issubdtype(np.dtype(value), np.floating)
+    except TypeError:  # a string numpy does not read as a dtype
+        ok = False
+    if not ok:
         raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a floating-point "
                          f"dtype (e.g. \"float32\", np.float64), got {value!r}")
 

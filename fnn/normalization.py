@@ -218,8 +218,8 @@ def _shape_tuple(value: Any) -> Any:
 
 
 def _positive_shape(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not (isinstance(value, tuple) and value and all(isinstance(v, int) and v > 0
-                                                       for v in value)):
+    if not (isinstance(value, tuple) and value and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
         raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a positive "
                          f"integer or a non-empty sequence of them, got {value!r}")
 
