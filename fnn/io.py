@@ -22,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +201,9 @@ def _read(path: Path) -> tuple[dict, list[np.ndarray]]:
     except CheckpointError:
         raise
     except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, TypeError,
-            AttributeError, UnicodeDecodeError) as err:
+            AttributeError, UnicodeDecodeError, NotImplementedError, RuntimeError, zlib.error,
+            struct.error, MemoryError) as err:
+        # zipfile raises NotImplementedError/RuntimeError for a corrupted method or flag field
         raise CheckpointError(f"{path}: unreadable checkpoint (truncated or corrupted): "
                               f"{type(err).__name__}: {err}") from err
     if _digest(body, arrays) != digest:
