@@ -5,7 +5,7 @@ Every layer is a frozen spec with ``init(key) -> (params, state)``,
 See docs/contract.md.
 """
 
-from . import data, init, io, testing, train, tree
+from . import data, init, io, schedules, testing, train, tree
 from .activations import (
     ELU,
     GELU,
@@ -23,9 +23,18 @@ from .core import Key, Layer, as_key, generator, split_key
 from .dropout import Dropout
 from .io import Checkpoint, CheckpointError, load, save
 from .linear import ChannelwiseScaling, Linear
-from .losses import ClassNLLCriterion, ClassNLLCriterionUnstable, MSECriterion
+from .losses import (
+    L1,
+    BCEWithLogits,
+    ClassNLLCriterion,
+    ClassNLLCriterionUnstable,
+    CrossEntropy,
+    Huber,
+    MSECriterion,
+    NLLLoss,
+)
 from .normalization import BatchNorm2d, BatchNormalization, LayerNorm
-from .optim import Adam, SGDMomentum
+from .optim import SGD, Adam, AdamW, RMSprop, SGDMomentum, clip_by_global_norm
 from .pooling import MaxPool2d
 from .sequential import Residual, Sequential
 from .shape import Flatten
@@ -41,5 +50,7 @@ __all__ = [
     "MSECriterion", "ClassNLLCriterionUnstable", "ClassNLLCriterion",
     "SGDMomentum", "Adam", "train_mode", "eval_mode",
     "data", "io", "train", "fit", "save", "load", "Checkpoint", "CheckpointError",
+    "CrossEntropy", "NLLLoss", "BCEWithLogits", "L1", "Huber",
+    "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
 ]
