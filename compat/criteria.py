@@ -9,7 +9,6 @@ from typing import Any
 import fnn
 
 from .module import Criterion
-from .wrap import with_eps
 
 __all__ = ["MSECriterion", "ClassNLLCriterionUnstable", "ClassNLLCriterion"]
 
@@ -59,7 +58,7 @@ class ClassNLLCriterionUnstable(FnnCriterion):
     EPS = fnn.ClassNLLCriterionUnstable.EPS
 
     def _spec(self) -> Any:
-        return with_eps(self._fnn, self.EPS)()
+        return self._fnn(eps=self.EPS)
 
 
 class ClassNLLCriterion(FnnCriterion):

@@ -17,24 +17,13 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
 
 from .module import Module
 
-__all__ = ["FnnModule", "with_eps", "uniform_fan"]
-
-
-@functools.cache
-def with_eps(cls: type, eps: float) -> type:
-    """``cls`` (an fnn spec class with a class attribute EPS) or, for another ``eps``, a subclass
-    with that EPS: code that assigns the classic ``EPS`` attribute keeps working."""
-    if eps == cls.EPS:
-        return cls
-    return type(cls.__name__, (cls,), {"EPS": eps, "__module__": cls.__module__,
-                                       "__qualname__": cls.__qualname__})
+__all__ = ["FnnModule", "uniform_fan"]
 
 
 def uniform_fan(fan: int, *shapes: tuple[int, ...]) -> list[np.ndarray]:

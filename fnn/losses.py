@@ -65,14 +65,16 @@ class MSECriterion(_Criterion):
 
 @attrs.frozen
 class ClassNLLCriterionUnstable(_Criterion):
-    """On probabilities: loss = -sum(t * log(clip(y, EPS, 1 - EPS))) / N, EPS = 1e-15;
-    dy = -t / clip(y, EPS, 1 - EPS) / N. y, t (N, C)."""
+    """On probabilities: loss = -sum(t * log(clip(y, eps, 1 - eps))) / N, eps = EPS = 1e-15 by
+    default; dy = -t / clip(y, eps, 1 - eps) / N. y, t (N, C)."""
 
     EPS: ClassVar[float] = 1e-15
 
+    eps: float = attrs.field(default=EPS, converter=real_float, validator=in_range(0.0, 0.5))
+
     def forward(self, y: np.ndarray, target: np.ndarray) -> tuple[np.generic, CriterionCache]:
         y, t = self._inputs(y, target)
-        yc = np.clip(y, self.EPS, 1 - self.EPS)
+        yc = np.clip(y, self.eps, 1 - self.eps)
         return -np.sum(np.log(yc) * t) / y.shape[0], CriterionCache(y=yc, target=t)
 
     def backward(self, cache: CriterionCache) -> np.ndarray:

@@ -120,3 +120,14 @@ def test_nll_wants_two_dimensional_input(criterion, y_shape):
 def test_integer_input_rejected(criterion):
     with pytest.raises(TypeError, match="floating-point"):
         criterion.forward(np.ones((2, 3), dtype=np.int64), np.ones((2, 3)))
+
+
+def test_unstable_nll_eps_option():
+    y, t = np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]])
+    assert fnn.ClassNLLCriterionUnstable().eps == fnn.ClassNLLCriterionUnstable.EPS == 1e-15
+    loss, cache = fnn.ClassNLLCriterionUnstable(eps=0.1).forward(y, t)
+    assert loss == pytest.approx(-np.log(0.1))
+    np.testing.assert_allclose(fnn.ClassNLLCriterionUnstable(eps=0.1).backward(cache),
+                               [[-10.0, 0.0]])
+    with pytest.raises(ValueError, match="ClassNLLCriterionUnstable"):
+        fnn.ClassNLLCriterionUnstable(eps=0.7)
