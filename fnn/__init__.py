@@ -35,7 +35,7 @@ from .losses import (
 )
 from .normalization import BatchNorm2d, BatchNormalization, LayerNorm
 from .optim import SGD, Adam, AdamW, RMSprop, SGDMomentum, clip_by_global_norm
-from .pooling import MaxPool2d
+from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from .sequential import Residual, Sequential
 from .shape import Flatten
 from .train import fit
@@ -53,4 +53,5 @@ __all__ = [
     "CrossEntropy", "NLLLoss", "BCEWithLogits", "L1", "Huber",
     "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
+    "AvgPool2d", "GlobalAvgPool2d",
 ]

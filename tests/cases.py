@@ -143,6 +143,67 @@ def _pool(k: int) -> Setup:
     return setup
 
 
+# --- Conv2d / pooling options: hyperparameters drawn per row, then an input size for which
+# at least one window fits (up to 3 more rows and columns)
+
+def _pair(v: Any) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, tuple) else (v, v)
+
+
+def _window_geometry(layer: Any) -> tuple:
+    """(kernel, stride, padding, dilation) pairs of a Conv2d / MaxPool2d / AvgPool2d, by
+    PyTorch's rules: stride None = the kernel; padding "valid" = 0, "same" = d*(k - 1)/2."""
+    k = _pair(layer.kernel_size)
+    d = _pair(getattr(layer, "dilation", 1))
+    s = k if layer.stride is None else _pair(layer.stride)
+    if layer.padding == "same":
+        p = tuple(di * (ki - 1) // 2 for ki, di in zip(k, d))
+    else:
+        p = (0, 0) if layer.padding == "valid" else _pair(layer.padding)
+    return k, s, p, d
+
+
+def _fitting_sizes(draw: st.DrawFn, layer: Any) -> tuple[int, int]:
+    k, _, p, d = _window_geometry(layer)
+    return tuple(max(1, di * (ki - 1) + 1 - 2 * pi) + draw(st.integers(0, 3))
+                 for ki, pi, di in zip(k, p, d))
+
+
+def _conv_options(options: Callable[[st.DrawFn], dict], depthwise: bool = False) -> Setup:
+    """Conv2d(c_in, c_out, **options(draw)): groups g from the options (depthwise: g = c_in),
+    1 or 2 input and output channels per group."""
+    def setup(draw: st.DrawFn):
+        opts = options(draw)
+        g = _size(draw, 3) if depthwise else opts.get("groups", 1)
+        c_in = g * (1 if depthwise else _size(draw, 2))
+        layer = fnn.Conv2d(c_in, g * _size(draw, 2), **{**opts, "groups": g})
+        return layer, (c_in, *_fitting_sizes(draw, layer))
+    return setup
+
+
+def _k(draw: st.DrawFn, odd: bool = False) -> int:
+    return draw(st.sampled_from([1, 3] if odd else [1, 2, 3]))
+
+
+def _pool_options(layer_cls: Callable[..., Any], stride_none: bool = True) -> Setup:
+    """layer_cls(k, stride, padding): k 1 to 3 or a pair, stride None (the kernel) or 1 to 3,
+    padding 0 to k // 2; C 1 or 2."""
+    def setup(draw: st.DrawFn):
+        k = draw(st.integers(1, 3) | st.tuples(st.integers(1, 3), st.integers(1, 3)))
+        strides = st.integers(1, 3) | st.tuples(st.integers(1, 3), st.integers(1, 3))
+        stride = draw(st.none() | strides if stride_none else strides)
+        padding = tuple(draw(st.integers(0, ki // 2)) for ki in _pair(k))
+        if padding[0] == padding[1] and draw(st.booleans()):
+            padding = padding[0]
+        layer = layer_cls(k, stride, padding)
+        if layer_cls is fnn.MaxPool2d and stride is None and _pair(padding) == (0, 0):
+            sizes = tuple(ki * _size(draw, 2) for ki in _pair(k))  # classic: k divides H, W
+        else:
+            sizes = _fitting_sizes(draw, layer)
+        return layer, (_size(draw, 2), *sizes)
+    return setup
+
+
 def _mlp(draw: st.DrawFn):
     """Linear -> BatchNorm -> ChannelwiseScaling -> LeakyReLU -> Dropout -> Linear -> LogSoftMax."""
     n_in, hidden, n_out = _size(draw), _size(draw), _size(draw)
@@ -197,8 +258,35 @@ CASES: list[LayerCase] = [
     LayerCase("conv-k1", _conv(1)),
     LayerCase("conv-k3", _conv(3)),
     LayerCase("conv-k5", _conv(5)),
+    LayerCase("conv-stride2", _conv_options(lambda d: dict(
+        kernel_size=_k(d), stride=2, padding=d(st.sampled_from(["valid", 0, 1]))))),
+    LayerCase("conv-padding-valid", _conv_options(lambda d: dict(
+        kernel_size=d(st.integers(1, 4)), padding="valid"))),
+    LayerCase("conv-padding-int", _conv_options(lambda d: dict(
+        kernel_size=3, padding=d(st.integers(0, 2))))),
+    LayerCase("conv-padding-pair", _conv_options(lambda d: dict(
+        kernel_size=(_k(d), _k(d)), padding=(d(st.integers(0, 2)), d(st.integers(0, 2)))))),
+    LayerCase("conv-dilation2", _conv_options(lambda d: dict(
+        kernel_size=_k(d, odd=True), dilation=d(st.sampled_from([2, (2, 1)]))))),
+    LayerCase("conv-groups2", _conv_options(lambda d: dict(kernel_size=_k(d, odd=True),
+                                                           groups=2))),
+    LayerCase("conv-depthwise", _conv_options(lambda d: dict(
+        kernel_size=3, **d(st.sampled_from([{}, dict(stride=2, padding=1)]))), depthwise=True)),
+    LayerCase("conv-nobias", _conv_options(lambda d: dict(
+        kernel_size=_k(d, odd=True), bias=False,
+        **d(st.sampled_from([{}, dict(stride=2, padding=1)]))))),
+    LayerCase("conv-even-kernel", _conv_options(lambda d: dict(
+        kernel_size=d(st.sampled_from([2, 4])), padding=d(st.integers(0, 2))))),
+    LayerCase("conv-pair-kernel", _conv_options(lambda d: dict(
+        kernel_size=d(st.sampled_from([(1, 3), (3, 1), (3, 5)]))))),
     LayerCase("maxpool-k2", _pool(2), unique_values=True),
     LayerCase("maxpool-k3", _pool(3), unique_values=True),
+    LayerCase("maxpool-stride-padding", _pool_options(fnn.MaxPool2d, stride_none=False),
+              unique_values=True),
+    LayerCase("maxpool-options", _pool_options(fnn.MaxPool2d), unique_values=True),
+    LayerCase("avgpool", _pool_options(fnn.AvgPool2d)),
+    LayerCase("global-avgpool", lambda draw: (fnn.GlobalAvgPool2d(), (
+        _size(draw, 3), _size(draw, 3), _size(draw, 3)))),
     LayerCase("flatten", _elementwise(lambda d: fnn.Flatten())),
     LayerCase("mlp-train", _mlp, batch_coupled=True),
     LayerCase("mlp-eval", _mlp, mode="eval"),
@@ -248,11 +336,13 @@ def output_shape(layer: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
             return shape
         case fnn.Linear():
             return (shape[0], layer.n_out)
-        case fnn.Conv2d():
-            return (shape[0], layer.out_channels, *shape[2:])
-        case fnn.MaxPool2d():
-            k = layer.kernel_size
-            return (*shape[:2], shape[2] // k, shape[3] // k)
+        case fnn.Conv2d() | fnn.MaxPool2d() | fnn.AvgPool2d():
+            k, s, p, d = _window_geometry(layer)
+            channels = layer.out_channels if isinstance(layer, fnn.Conv2d) else shape[1]
+            return (shape[0], channels, *((size + 2 * pi - di * (ki - 1) - 1) // si + 1
+                                          for size, ki, si, pi, di in zip(shape[2:], k, s, p, d)))
+        case fnn.GlobalAvgPool2d():
+            return shape[:2]
         case fnn.Flatten():
             return (shape[0], int(np.prod(shape[1:], dtype=np.int64)))
         case (fnn.SoftMax() | fnn.LogSoftMax() | fnn.BatchNormalization()
@@ -282,11 +372,13 @@ def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
             return float(np.abs(x).min(initial=np.inf))
         case fnn.ELU() if layer.alpha != 1.0:
             return float(np.abs(x).min(initial=np.inf))
-        case fnn.MaxPool2d() if layer.kernel_size > 1:
-            n, c, h, w = x.shape
-            k = layer.kernel_size
-            windows = x.reshape(n, c, h // k, k, w // k, k).transpose(0, 1, 2, 4, 3, 5)
-            top = np.sort(windows.reshape(n, c, h // k, w // k, k * k), axis=-1)
+        case fnn.MaxPool2d() if _pair(layer.kernel_size) != (1, 1):
+            k, s, p, _ = _window_geometry(layer)
+            n, c, h, w = output_shape(layer, x.shape)
+            xpad = np.pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2), constant_values=-np.inf)
+            windows = np.lib.stride_tricks.sliding_window_view(xpad, k, axis=(2, 3))
+            windows = windows[:, :, ::s[0], ::s[1]][:, :, :h, :w]
+            top = np.sort(windows.reshape(n, c, h, w, k[0] * k[1]), axis=-1)
             return float((top[..., -1] - top[..., -2]).min(initial=np.inf))
     return np.inf
 
