@@ -40,7 +40,7 @@ from .core import (
 from .init import init_param
 from .normalization import _is_bool
 
-__all__ = ["Conv2d", "ConvParams", "ConvParamsNoBias", "ConvCache", "pair", "int_or_pair"]
+__all__ = ["Conv2d", "ConvParams", "ConvParamsNoBias", "ConvCache"]
 
 # Bytes of im2col columns per batch block: small enough that a block's columns, its output and
 # its column gradient stay in a core's L2 cache, large enough that the products stay efficient.
@@ -63,10 +63,8 @@ def int_or_pair(minimum: int, *words: str):
     """Validator: an integer >= ``minimum`` or a tuple of two of them (or one of ``words``)."""
 
     def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if isinstance(value, str) and value in words:
-            return
         items = value if isinstance(value, tuple) and len(value) == 2 else (value,)
-        if isinstance(value, tuple) and len(value) != 2 or not all(
+        if not (isinstance(value, str) and value in words) and not all(
                 isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum
                 for v in items):
             alternatives = "".join(f", {w!r}" for w in words)
@@ -77,8 +75,10 @@ def int_or_pair(minimum: int, *words: str):
 
 
 def int_or_pair_field(default: Any, minimum: int, *words: str, kw_only: bool = True) -> Any:
+    """An int-or-pair hyperparameter (lists become tuples); with default None, None is valid."""
+    check = int_or_pair(minimum, *words)
     return attrs.field(default=default, kw_only=kw_only, converter=_tuple,
-                       validator=int_or_pair(minimum, *words))
+                       validator=attrs.validators.optional(check) if default is None else check)
 
 
 def out_size(size: int, k: int, stride: int, pad: int, dilation: int = 1) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .conv import check_out_size, int_or_pair, int_or_pair_field, out_size, pair
+from .conv import check_out_size, int_or_pair_field, out_size, pair
 from .core import Layer, as_float_array, expect_shape
 
 __all__ = ["MaxPool2d", "MaxPoolCache", "AvgPool2d", "GlobalAvgPool2d", "PoolCache"]
@@ -50,9 +50,7 @@ class _Pool2d(Layer):
     (rows, columns). Output size (PyTorch's floor rule): Ho = (H + 2p - kh) // s + 1."""
 
     kernel_size: int | tuple[int, int] = int_or_pair_field(attrs.NOTHING, 1, kw_only=False)
-    stride: int | tuple[int, int] | None = attrs.field(
-        default=None, converter=lambda v: tuple(v) if isinstance(v, list) else v,
-        validator=attrs.validators.optional(int_or_pair(1)))
+    stride: int | tuple[int, int] | None = int_or_pair_field(None, 1, kw_only=False)
     padding: int | tuple[int, int] = int_or_pair_field(0, 0, kw_only=False)
 
     def __attrs_post_init__(self) -> None:

@@ -95,6 +95,7 @@ def test_classic_call_and_positional_pool_arguments():
     assert fnn.MaxPool2d(3, 2, 1) == fnn.MaxPool2d(3, stride=2, padding=1)
     assert fnn.AvgPool2d(3, None, 1).stride is None
     assert fnn.Conv2d(2, 3, [3, 5]).kernel_size == (3, 5)  # lists become tuples
+    assert fnn.MaxPool2d(2, [1, 2]).stride == (1, 2) and fnn.MaxPool2d(2, None).stride is None
 
 
 def test_repr_shows_required_and_changed_options_only():
