@@ -282,14 +282,15 @@ class Conv2d(Layer):
         xpad = _flat_pad(x, (k // 2) * (w + 1))
         win = _windows(xpad, k, w, hw)
         W2 = cast_like(params.W, x).reshape(o, -1)
+        b = cast_like(params.b, x)[:, None] if self.bias else None
         y = np.empty((n, o, hw), dtype=x.dtype)
         m = _block(n, W2.shape[1] * hw * x.itemsize)
         cols = np.empty((m, c, k, k, hw), dtype=x.dtype)
         for s in range(0, n, m):
             e = min(n, s + m)
             yb = np.matmul(W2, _im2col(win[s:e], cols[:e - s], k, h, w), out=y[s:e])
-            if self.bias:
-                yb += cast_like(params.b, x)[:, None]
+            if b is not None:
+                yb += b
         return y.reshape(n, o, h, w), ConvCache(xpad=xpad, x_shape=x.shape, state=state)
 
     def _backward_flat(self, params: Any, cache: ConvCache, dy: np.ndarray
