@@ -168,7 +168,9 @@ def run_case(w: wl.Workload, dname: str, impls: list[str], args: argparse.Namesp
     bound = max(w.flops / rates["gemm"][dname],
                 w.traffic * np.dtype(dtype).itemsize / rates["bandwidth"])
     med = {impl: statistics.median(times[impl]) for impl in impls}
-    res = {"workload": w.name, "dtype": dname, "bound_s": bound, "median_s": med,
+    work = (f"{w.flops / 1e9:.2f} GFLOP" if w.flops
+            else f"{w.traffic * np.dtype(dtype).itemsize / 1e6:.1f} MB")
+    res = {"workload": w.name, "dtype": dname, "work": work, "bound_s": bound, "median_s": med,
            "rounds_s": times, "numerics_rel_err": numerics,
            "numerics_ok": all(e <= NUMERICS_RTOL[dname] for e in numerics.values()),
            "first_losses" if w.kind == "step" else "dx_checked": (
@@ -198,7 +200,7 @@ def _x(r: float | None, digits: int = 2) -> str:
 
 def table(results: list[dict], impls: list[str]) -> str:
     """The results as a Markdown table."""
-    head = (["workload", "dtype"] + [f"{k} ms" for k in impls]
+    head = (["workload", "dtype", "work"] + [f"{k} ms" for k in impls]
             + ["fnn/torch", "target", "compat/fnn", "classic/fnn", "bound ms"]
             + [f"{k} ×bound" for k in impls if k != "classic"] + ["numerics (max rel. err)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -206,7 +208,7 @@ def table(results: list[dict], impls: list[str]) -> str:
         med, bound = r["median_s"], r["bound_s"]
         ratio, target = r.get("fnn/torch"), r.get("target")
         mark = "" if ratio is None else (" ✓" if ratio <= target else " ✗")
-        row = ([r["workload"], r["dtype"]] + [_ms(med.get(k)) for k in impls]
+        row = ([r["workload"], r["dtype"], r["work"]] + [_ms(med.get(k)) for k in impls]
                + [_x(ratio) + mark, _x(target), _x(r.get("compat/fnn")),
                   _x(r.get("classic/fnn"), 1), _ms(bound)]
                + [_x(med[k] / bound, 1) for k in impls if k != "classic"]
@@ -287,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table(results, impls))
     print(f"\nms: median per call; ratios: median of per-round ratios (classic/fnn: of medians); "
           f"bound: matrix-product FLOPs at the GEMM rate or memory traffic at the copy "
-          f"bandwidth; {info['seconds']:.0f} s, load average at the end "
+          f"bandwidth (work: matrix-product FLOPs, or bytes read and written); "
+          f"{info['seconds']:.0f} s, load average at the end "
           f"{info['loadavg_end'][0]:.2f}")
     if args.json:
         with open(args.json, "w") as f:
