@@ -24,13 +24,6 @@ __all__ = ["Linear", "LinearParams", "LinearCache", "ChannelwiseScaling", "Scali
            "ScalingCache"]
 
 
-def uniform_fan(key: int | Key, fan: int, *shapes: tuple[int, ...]) -> list[np.ndarray]:
-    """The classic init of layers not yet on initializer options: one float64 array per shape
-    from U(±1/sqrt(fan)), each from its own key split off ``key`` (as ``init_param`` with None)."""
-    return [init_param(None, k, shape, np.float64, fan)
-            for k, shape in zip(split_key(key, len(shapes)), shapes)]
-
-
 @attrs.frozen
 class LinearParams:
     W: np.ndarray  # (n_out, n_in)

@@ -62,7 +62,8 @@ class BatchNormalization(Layer):
     uses the moving statistics and leaves the state unchanged.
 
     Shapes: x, y (N, n_features). No params. State: ``training``, ``moving_mean`` (zeros),
-    ``moving_variance`` (ones). Backward (training), with xhat the normalized input:
+    ``moving_variance`` (ones), created in ``dtype`` (default float64; the statistics are
+    computed in x's dtype either way). Backward (training), with xhat the normalized input:
     dx = (dy - mean(dy) - xhat * mean(dy * xhat)) / sqrt(var + eps); (eval) dy / sqrt(mv + eps).
     """
 
@@ -73,11 +74,13 @@ class BatchNormalization(Layer):
                                validator=in_range(0.0, 1.0, high_open=False))
     eps: float = attrs.field(default=EPS, converter=real_float,
                              validator=in_range(0.0, math.inf))
+    dtype: str = dtype_field()
 
     def init(self, key: int | Key) -> tuple[tuple, BatchNormState]:
         as_key(key)
-        return (), BatchNormState(training=True, moving_mean=np.zeros(self.n_features),
-                                  moving_variance=np.ones(self.n_features))
+        n = self.n_features
+        return (), BatchNormState(training=True, moving_mean=np.zeros(n, self.dtype),
+                                  moving_variance=np.ones(n, self.dtype))
 
     def forward(self, params: Any, state: BatchNormState, x: np.ndarray
                 ) -> tuple[np.ndarray, BatchNormCache]:

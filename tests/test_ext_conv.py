@@ -20,7 +20,6 @@ import fnn
 from fnn import tree
 from fnn.conv import ConvParams, ConvParamsNoBias
 from fnn.core import split_key
-from fnn.linear import uniform_fan
 
 CLOSE = dict(rtol=1e-12, atol=1e-12)
 
@@ -161,10 +160,11 @@ def test_backward_checks_the_gradient_shape():
 # --- initialisation ---------------------------------------------------------------------------
 
 def test_classic_init_is_unchanged():
-    """The classic spec draws W then b as before the options: U(±1/sqrt(in)) from split keys
-    (the rule the helper uniform_fan implements)."""
+    """The classic spec draws W then b: U(±1/sqrt(in_channels)) from keys split in that order."""
     params, _ = fnn.Conv2d(3, 4, 5).init(7)
-    W, b = uniform_fan(7, 3, (4, 3, 5, 5), (4,))
+    kw, kb = split_key(7, 2)
+    W = fnn.init.classic_uniform(kw, (4, 3, 5, 5), fan=3)
+    b = fnn.init.classic_uniform(kb, (4,), fan=3)
     np.testing.assert_array_equal(params.W, W)
     np.testing.assert_array_equal(params.b, b)
 
