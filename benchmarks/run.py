@@ -9,7 +9,9 @@ Method. Every implementation of a workload is built from the same weights and in
 calls are the numerics check (the losses of the first two training steps, or the input
 gradient, against fnn's: 1e-10 relative in float64) and the warm-up. Then the implementations
 are interleaved within each round (the order rotates from round to round), each timed with
-``time.perf_counter`` over enough calls to last ``--min-time`` seconds; a figure is the median
+``time.perf_counter`` over enough calls to last ``--min-time`` seconds, after untimed calls for
+half that time, at least 0.1 s (so that the other library's idle threads have stopped spinning
+and this one's are awake again); a figure is the median
 over rounds, and a ratio between two implementations is the median of their per-round ratios,
 so both sides of a ratio were measured side by side in the same run. PyTorch runs with as many
 threads as numpy's BLAS. The lower bound of a workload is its matrix-product FLOPs at the
@@ -49,8 +51,10 @@ def blas_threads() -> tuple[int, str]:
         from threadpoolctl import threadpool_info
     except ImportError:
         return 2, "unknown (threadpoolctl not installed; assuming 2 threads)"
-    for info in threadpool_info():
-        if info.get("user_api") == "blas":
+    infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    # numpy's own BLAS first (scipy and torch may bring others)
+    infos.sort(key=lambda i: "numpy" not in str(i.get("filepath", "")))
+    for info in infos:
             desc = (f"{info.get('internal_api')} {info.get('version')} "
                     f"({info.get('architecture')}, {info.get('threading_layer')})")
             return int(info["num_threads"]), desc
@@ -116,8 +120,14 @@ def copy_bandwidth(rounds: int) -> float:
 def interleaved(fns: dict[str, Callable[[], Any]], first_call: dict[str, float],
                 rounds: dict[str, int], min_time: float) -> dict[str, list[float]]:
     """Per-call seconds of each function, one entry per round. In round r every function with
-    more than r rounds runs ``reps`` calls back to back, in an order rotated by r."""
+    more than r rounds runs ``reps`` calls back to back, in an order rotated by r.
+
+    Each timed batch follows untimed calls for max(0.1 s, min_time / 2) (unless one call
+    takes longer): after a switch, the previous library's idle threads still spin (OpenBLAS's
+    for up to ~0.1 s) and the new one's have gone to sleep; timed at once, PyTorch's 2-thread
+    W1 step measured 2x slower than alone."""
     reps = {k: max(1, min(1000, round(min_time / max(first_call[k], 1e-9)))) for k in fns}
+    rewarm = max(0.1, min_time / 2)
     names = list(fns)
     times: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(max(rounds.values())):
@@ -125,6 +135,9 @@ def interleaved(fns: dict[str, Callable[[], Any]], first_call: dict[str, float],
             if r >= rounds[k]:
                 continue
             fn, n = fns[k], reps[k]
+            t0 = time.perf_counter()
+            while first_call[k] < rewarm and time.perf_counter() - t0 < rewarm:
+                fn()
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
