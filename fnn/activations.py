@@ -112,15 +112,23 @@ class ReLU(_Activation):
 
 @attrs.frozen
 class LeakyReLU(_Activation):
-    """y = x if x > 0 else slope * x (slope default 0.03); dx likewise. Any shape."""
+    """y = x if x > 0 else slope * x (slope default 0.03); dx likewise. Any shape.
+
+    Without ``np.where`` (2-6x slower), bit for bit the same: y = max(x, slope*x) for
+    0 < slope <= 1 (min for slope > 1; ``np.where`` for slope <= 0, where inf*0 is nan);
+    dx = dy * [slope, 1][x > 0] (a two-entry lookup)."""
 
     slope: float = attrs.field(default=0.03, converter=real_float, validator=finite_real)
 
     def _f(self, x):
-        return np.where(x > 0, x, x * self.slope)
+        if self.slope <= 0:
+            return np.where(x > 0, x, x * self.slope)
+        y = x * self.slope
+        return (np.maximum if self.slope <= 1 else np.minimum)(x, y, out=y)
 
     def _df(self, x, y, dy):
-        return np.where(x > 0, dy, dy * self.slope)
+        factor = np.array([self.slope, 1.0], dtype=dy.dtype)
+        return dy * factor[(x > 0).view(np.uint8)]
 
 
 @attrs.frozen
@@ -131,10 +139,26 @@ class ELU(_Activation):
     alpha: float = attrs.field(default=1.0, converter=real_float, validator=finite_real)
 
     def _f(self, x):
-        return np.where(x > 0, x, np.expm1(np.minimum(x, 0)) * self.alpha)
+        if self.alpha <= 0:  # the sums below would turn a -0.0 into +0.0
+            return np.where(x > 0, x, np.expm1(np.minimum(x, 0)) * self.alpha)
+        # alpha * expm1(min(x, 0)) is 0 where x > 0, so adding max(x, 0) selects without where
+        y = np.minimum(x, 0)
+        np.expm1(y, out=y)
+        y *= self.alpha
+        y += np.maximum(x, 0)
+        return y
 
     def _df(self, x, y, dy):
-        return np.where(x > 0, dy, dy * (np.exp(np.minimum(x, 0)) * self.alpha))
+        if self.alpha <= 0:
+            return np.where(x > 0, dy, dy * (np.exp(np.minimum(x, 0)) * self.alpha))
+        # factor = alpha * exp(x) where x <= 0, exactly 1 where x > 0 (alpha * 0 + 1)
+        positive = x > 0
+        factor = np.minimum(x, 0)
+        np.exp(factor, out=factor)
+        factor *= self.alpha
+        factor *= ~positive
+        factor += positive
+        return np.multiply(dy, factor, out=factor if factor.dtype == dy.dtype else None)
 
 
 @attrs.frozen
