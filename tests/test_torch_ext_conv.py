@@ -29,7 +29,7 @@ from test_torch_reference import (
     assert_matches,
     dims,
     init,
-    max_abs_diff,
+    print_report,
     seeded,
     versus,
 )
@@ -194,8 +194,4 @@ def test_layer_matches_torch(name: str, n: int, dtype: type) -> None:
 
 
 if __name__ == "__main__":
-    print(f"{'case':50s} {'float64':>10s} {'float32':>10s}")
-    for name, case in LAYER_CASES.items():
-        diffs = [max(max_abs_diff(case(d, seeded(name, d, n), n)) for n in SIZES)
-                 for d in DTYPES]
-        print(f"{name:50s} {diffs[0]:10.2e} {diffs[1]:10.2e}")
+    print_report(LAYER_CASES)

@@ -32,8 +32,8 @@ from test_torch_reference import (  # SIZES: torch's BatchNorm needs N*H*W > 1 i
     assert_matches,
     dims,
     init,
-    max_abs_diff,
     parameterless,
+    print_report,
     seeded,
     tensor,
     versus,
@@ -228,8 +228,4 @@ def test_gelu_sigmoid_tanh_far_out(dtype: type) -> None:
 
 
 if __name__ == "__main__":
-    print(f"{'case':64s} {'float64':>10s} {'float32':>10s}")
-    for name, case in LAYER_CASES.items():
-        diffs = [max(max_abs_diff(case(d, seeded(name, d, n), n)) for n in SIZES)
-                 for d in DTYPES]
-        print(f"{name:64s} {diffs[0]:10.2e} {diffs[1]:10.2e}")
+    print_report(LAYER_CASES)

@@ -543,9 +543,15 @@ def test_torch_optim_adam(gradient_scale: float) -> None:
 
 # --- report -----------------------------------------------------------------------------------
 
-if __name__ == "__main__":
-    print(f"{'case':48s} {'float64':>10s} {'float32':>10s}")
-    for name, case in {**LAYER_CASES, **OPTIMIZER_CASES}.items():
+def print_report(cases: dict[str, Case]) -> None:
+    """Print the largest absolute difference of each case per dtype over all batch sizes."""
+    width = max(map(len, cases)) + 2
+    print(f"{'case':{width}s} {'float64':>10s} {'float32':>10s}")
+    for name, case in cases.items():
         diffs = [max(max_abs_diff(case(d, seeded(name, d, n), n)) for n in SIZES)
                  for d in DTYPES]
-        print(f"{name:48s} {diffs[0]:10.2e} {diffs[1]:10.2e}")
+        print(f"{name:{width}s} {diffs[0]:10.2e} {diffs[1]:10.2e}")
+
+
+if __name__ == "__main__":
+    print_report({**LAYER_CASES, **OPTIMIZER_CASES})
