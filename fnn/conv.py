@@ -30,6 +30,7 @@ from .core import (
     Key,
     Layer,
     as_float_array,
+    boolean,
     cast_like,
     dtype_field,
     expect_shape,
@@ -38,7 +39,6 @@ from .core import (
     split_key,
 )
 from .init import init_param
-from .normalization import _is_bool
 
 __all__ = ["Conv2d", "ConvParams", "ConvParamsNoBias", "ConvCache"]
 
@@ -199,7 +199,7 @@ class Conv2d(Layer):
     padding: int | tuple[int, int] | str = int_or_pair_field("same", 0, "same", "valid")
     dilation: int | tuple[int, int] = int_or_pair_field(1, 1)
     groups: int = attrs.field(default=1, kw_only=True, validator=positive_int)
-    bias: bool = attrs.field(default=True, kw_only=True, validator=_is_bool)
+    bias: bool = attrs.field(default=True, kw_only=True, validator=boolean)
     w_init: Any = initializer_field()
     b_init: Any = initializer_field()
     dtype: str = dtype_field()

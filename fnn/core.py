@@ -113,6 +113,12 @@ def positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
                          f"integer, got {value!r}")
 
 
+def boolean(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be True or False, "
+                         f"got {value!r}")
+
+
 def finite_real(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
         raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a finite real "

@@ -20,6 +20,7 @@ from .core import (
     Layer,
     as_float_array,
     as_key,
+    boolean,
     cast_like,
     dtype_field,
     expect_shape,
@@ -144,12 +145,6 @@ def _affine_params(layer: Any, key: int | Key, shape: tuple[int, ...]) -> Scalin
                          beta=initializers.init_param(beta_init, kb, shape, layer.dtype, fan))
 
 
-def _is_bool(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be True or False, "
-                         f"got {value!r}")
-
-
 @attrs.frozen(repr=False)
 class BatchNorm2d(Layer):
     """BatchNormalization per channel of images: statistics over N, H and W.
@@ -171,7 +166,7 @@ class BatchNorm2d(Layer):
                                validator=in_range(0.0, 1.0, high_open=False))
     eps: float = attrs.field(default=BatchNormalization.EPS, converter=real_float,
                              validator=in_range(0.0, math.inf))
-    affine: bool = attrs.field(default=False, validator=_is_bool)
+    affine: bool = attrs.field(default=False, validator=boolean)
     gamma_init: Any = initializer_field()
     beta_init: Any = initializer_field()
     dtype: str = dtype_field()
@@ -253,7 +248,7 @@ class LayerNorm(Layer):
                                                     validator=_positive_shape)
     eps: float = attrs.field(default=1e-5, converter=real_float,
                              validator=in_range(0.0, math.inf))
-    elementwise_affine: bool = attrs.field(default=True, validator=_is_bool)
+    elementwise_affine: bool = attrs.field(default=True, validator=boolean)
     gamma_init: Any = initializer_field()
     beta_init: Any = initializer_field()
     dtype: str = dtype_field()
