@@ -27,6 +27,8 @@ __all__ = [
     "as_float_array",
     "expect_shape",
     "shape_str",
+    "ShapeDtype",
+    "Layer",
 ]
 
 
@@ -199,13 +201,43 @@ def _value_repr(value: Any) -> str:
     return repr(value)
 
 
+@attrs.frozen(repr=False)
+class ShapeDtype:
+    """The shape and dtype of an array that is not allocated: a leaf of the trees that
+    :meth:`Layer.param_shapes` returns. ``repr`` is the short form ``float32[128, 64]``."""
+
+    shape: tuple[int, ...] = attrs.field(converter=tuple)
+    dtype: str = attrs.field(converter=lambda d: np.dtype(d).name)
+
+    @property
+    def size(self) -> int:
+        """The number of elements."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __repr__(self) -> str:
+        return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
+
+
 class Layer:
     """Base of the fnn layers: the defaults for a layer with no params and no state.
 
     Subclasses are frozen attrs classes holding hyperparameters only and define
-    ``forward(params, state, x) -> (y, cache)`` and
-    ``backward(params, cache, dy) -> (dx, dparams)``.
+    ``forward(params, state, x) -> (y, cache)``,
+    ``backward(params, cache, dy) -> (dx, dparams)`` and
+    ``output_shape(input_shape) -> shape``; a layer with params also defines
+    ``param_shapes()`` (the params tree with :class:`ShapeDtype` leaves, nothing allocated).
     """
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of ``forward``'s output for an input of ``input_shape`` (batch axis
+        first), computed without allocating anything; a ValueError naming the layer when the
+        input shape does not fit."""
+        raise NotImplementedError(f"{type(self).__name__} does not define output_shape")
+
+    def param_shapes(self) -> Any:
+        """The params tree that ``init`` returns, with a :class:`ShapeDtype` at every array
+        leaf (nothing allocated); here ``()``: no params."""
+        return ()
 
     def init(self, key: int | Key) -> tuple[Any, Any]:
         """``(params, state)``; here ``((), ())``: nothing to learn, nothing to carry."""

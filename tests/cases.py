@@ -329,6 +329,10 @@ def examples(draw: st.DrawFn, case: LayerCase, dtype: Any = np.float64, min_batc
 
 def output_shape(layer: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The output shape the layer contract promises for an input of ``shape``."""
+    try:
+        return layer.output_shape(shape)
+    except NotImplementedError:
+        pass
     match layer:
         case fnn.Sequential():
             for child in layer.layers:
