@@ -276,9 +276,10 @@ def check_tree(owner: Any, name: str, value: Any, expected: Any, path: tuple = (
     the same containers (record types, tuple lengths), and at each ShapeDtype a float32 or
     float64 ndarray of that shape (any of the two dtypes: compat assigns arrays of either).
     Other expected leaves (``training`` flags, keys) need a value of the same type. Raises
-    TypeError / ValueError naming ``owner``, the field (e.g. ``params.W``), expected and actual.
+    TypeError / ValueError naming ``owner``, the field (e.g. ``params.W``; ``W`` when ``name``
+    is empty), expected and actual.
     Shape comparisons only: no per-element work."""
-    where = f"{owner!r}: {name}{_path_str(path)}"
+    where = f"{owner!r}: " + (f"{name}{_path_str(path)}" if name else _path_str(path)[1:])
     if isinstance(expected, ShapeDtype):
         if not isinstance(value, np.ndarray):
             raise TypeError(f"{where} must be a float32 or float64 ndarray of shape "
