@@ -14,6 +14,7 @@ import attrs
 import numpy as np
 from scipy.special import expit, ndtr
 
+from . import parallel
 from .core import Layer, as_float_array, expect_shape, finite_real, real_float, spec
 
 __all__ = ["ActivationCache", "SoftMax", "LogSoftMax", "ReLU", "LeakyReLU", "ELU", "SoftPlus",
@@ -53,7 +54,7 @@ class _Activation(Layer):
         x = as_float_array(self, x)
         if self._shape is not None:
             expect_shape(self, x, self._shape)
-        y = self._f(x.reshape(1)).reshape(()) if x.ndim == 0 else self._f(x)
+        y = self._f(x.reshape(1)).reshape(()) if x.ndim == 0 else self._blocked(self._f, x)
         if "y" in self._keep:
             y.flags.writeable = False
         return y, ActivationCache(x=x if "x" in self._keep else None,
@@ -70,7 +71,20 @@ class _Activation(Layer):
         if dy.ndim == 0:
             flat = [None if a is None else a.reshape(1) for a in (cache.x, cache.y)]
             return self._df(*flat, dy.reshape(1)).reshape(()), ()
-        return self._df(cache.x, cache.y, dy), ()
+        return self._blocked(self._df, cache.x, cache.y, dy), ()
+
+    def _blocked(self, fn: Any, *arrays: np.ndarray | None) -> np.ndarray:
+        """``fn(*arrays)`` (None entries passed through as None); large inputs are computed
+        on fixed blocks (of elements, or of rows for SoftMax/LogSoftMax) spread over fnn's
+        threads, with the same results whatever the number of threads."""
+        present = [a for a in arrays if a is not None]
+
+        def call(*parts: np.ndarray) -> np.ndarray:
+            it = iter(parts)
+            return fn(*(None if a is None else next(it) for a in arrays))
+
+        split = parallel.map_elements if self._shape is None else parallel.map_rows
+        return split(call, *present)
 
 
 @spec
