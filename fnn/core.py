@@ -23,7 +23,7 @@ __all__ = [
     # keys
     "Key", "as_key", "split_key", "generator",
     # the layer base, the spec decorator, shape-only descriptions and their checks
-    "Layer", "spec", "spec_repr", "ShapeDtype", "check_tree",
+    "Layer", "spec", "spec_repr", "ShapeDtype", "check_tree", "backward_params",
     # input checks
     "FLOAT_DTYPES", "as_float_array", "expect_shape", "shape_str", "cast_like",
     # hyperparameter converters, validators and fields (for specs of your own)
@@ -310,6 +310,16 @@ def check_tree(owner: Any, name: str, value: Any, expected: Any, path: tuple = (
                         f"{type(value).__name__}: {value!r}")
 
 
+def backward_params(layer: Any, params: Any, cache: Any, dy: np.ndarray) -> Any:
+    """The dparams of ``layer.backward(params, cache, dy)`` without an input gradient that
+    nobody uses: ``layer.backward_params(...)`` (see :meth:`Layer.backward_params`), or
+    ``backward(...)[1]`` for a layer of your own that does not derive from :class:`Layer`."""
+    method = getattr(layer, "backward_params", None)
+    if method is None:
+        return layer.backward(params, cache, dy)[1]
+    return method(params, cache, dy)
+
+
 class Layer:
     """Base of the fnn layers: the defaults for a layer with no params and no state.
 
@@ -347,6 +357,13 @@ class Layer:
                                       ("state", state, self.state_shapes())):
             if not (type(expected) is tuple and len(expected) == 0):
                 check_tree(self, name, value, expected)
+
+    def backward_params(self, params: Any, cache: Any, dy: Any) -> Any:
+        """Only the ``dparams`` of ``backward(params, cache, dy)``, for a layer whose input
+        gradient nobody uses (the first layer of a training step). Layers where dx costs real
+        work (Linear, Conv2d, Sequential, Residual) skip computing it; here, the default,
+        ``backward(params, cache, dy)[1]``."""
+        return self.backward(params, cache, dy)[1]
 
     def init(self, key: int | Key) -> tuple[Any, Any]:
         """Inputs: ``key``, an int seed or a :class:`Key` (unused: nothing random).
