@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fnn
+from fnn.activations import log_softmax
 from fnn.testing import check_loss_gradients, read_only
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -42,10 +43,11 @@ class SumOf:
 def class_problems(draw: st.DrawFn, cls: type = fnn.CrossEntropy, dtype: Any = np.float64
                    ) -> tuple[Any, np.ndarray, np.ndarray]:
     """CrossEntropy (labels, probabilities or one-hot; weight, smoothing, ignore_index) or
-    NLLLoss (labels on log-probabilities) with a drawn reduction."""
-    n, c = draw(st.integers(1, 4)), draw(st.integers(2, 5))
-    y = input_values(draw, (n, c))
-    labels = draw(hnp.arrays(np.int64, n, elements=st.integers(0, c - 1)))
+    NLLLoss (labels on log-probabilities) with a drawn reduction, on (N, C) or (N, T, C)."""
+    lead = draw(st.sampled_from([(draw(st.integers(1, 4)),), (2, 3), (1, 2)]))
+    c = draw(st.integers(2, 5))
+    y = input_values(draw, (*lead, c))
+    labels = draw(hnp.arrays(np.int64, lead, elements=st.integers(0, c - 1)))
     kw: dict[str, Any] = dict(reduction=draw(st.sampled_from(REDUCTIONS)))
     if draw(st.booleans()):
         kw["weight"] = draw(st.lists(st.floats(0.25, 3.0), min_size=c, max_size=c))
@@ -53,13 +55,13 @@ def class_problems(draw: st.DrawFn, cls: type = fnn.CrossEntropy, dtype: Any = n
     if cls is fnn.CrossEntropy:
         kw["label_smoothing"] = draw(st.sampled_from([0.0, 0.1, 0.5]))
     else:
-        y = fnn.LogSoftMax().forward((), (), y)[0]
-    if kind == "labels" and np.any(labels != labels[0]) and draw(st.booleans()):
-        kw["ignore_index"] = int(labels[0])  # some rows ignored, not all
+        y = log_softmax(y)
+    if kind == "labels" and np.any(labels != labels.flat[0]) and draw(st.booleans()):
+        kw["ignore_index"] = int(labels.flat[0])  # some rows ignored, not all
     target = labels
     if kind == "probs":
-        q = np.exp(input_values(draw, (n, c)))
-        target = q / q.sum(axis=1, keepdims=True)
+        q = np.exp(input_values(draw, y.shape))
+        target = q / q.sum(axis=-1, keepdims=True)
     return cls(**kw), y.astype(dtype), (target.astype(dtype) if kind == "probs" else target)
 
 
@@ -161,10 +163,11 @@ def test_dtype_preserved(dtype, data):
     loss, cache = crit.forward(y, t)
     assert loss.dtype == dtype
     per_row = isinstance(crit, (fnn.CrossEntropy, fnn.NLLLoss))
-    expected = () if crit.reduction != "none" else y.shape[:1] if per_row else y.shape
+    expected = () if crit.reduction != "none" else y.shape[:-1] if per_row else y.shape
     assert np.shape(loss) == expected
-    dloss = None if crit.reduction != "none" else np.ones(np.shape(loss), np.float64)
+    dloss = 1.0 if crit.reduction != "none" else np.ones(np.shape(loss), np.float64)
     assert crit.backward(cache, dloss).dtype == dtype
+    assert crit.backward(cache).dtype == dtype
 
 
 @given(problem=problems())
@@ -187,10 +190,10 @@ def test_one_hot_targets_equal_labels_for_sum_and_none(problem):
     """Smoothing and weights give the same per-row loss for a label and its one-hot row (the
     means differ: labels divide by Σ w[t], probabilities by N, as in torch)."""
     crit, y, t = problem
-    if t.ndim != 1 or crit.ignore_index is not None:
+    if t.ndim != y.ndim - 1 or crit.ignore_index is not None:
         return
     crit = attrs.evolve(crit, reduction="none")
-    onehot = np.eye(y.shape[1], dtype=np.int64)[t]
+    onehot = np.eye(y.shape[-1], dtype=np.int64)[t]
     loss_labels, cache_labels = crit.forward(y, t)
     loss_onehot, cache_onehot = crit.forward(y, onehot)
     np.testing.assert_allclose(loss_onehot, loss_labels, rtol=1e-14, atol=1e-15)
@@ -257,6 +260,20 @@ def test_stable_for_huge_logits(dtype):
      "pos_weight has 2 entries"),
     (fnn.L1(), np.zeros((2, 3)), np.zeros((3, 2)), ValueError, r"\(2, 3\)"),
     (fnn.Huber(), np.zeros((2, 3)), np.array([["a"] * 3] * 2), TypeError, "numeric target"),
+    # sequences (N, T, C): labels (N, T), probabilities (N, T, C)
+    (fnn.CrossEntropy(), np.zeros((2, 4, 3)), np.zeros((2, 5), np.int64), ValueError,
+     r"expected target of shape \(2, 4\), got shape \(2, 5\)"),
+    (fnn.NLLLoss(), np.zeros((2, 4, 3)), np.zeros((2, 4, 3), np.int64), ValueError,
+     r"expected target of shape \(2, 4\)"),
+    (fnn.CrossEntropy(), np.zeros((2, 4, 3)), np.zeros((2, 4)), TypeError,
+     r"class-index targets \(2, 4\) must be integers, got dtype float64"),
+    (fnn.CrossEntropy(), np.zeros((2, 4, 3)), np.zeros((2, 4, 2)), ValueError,
+     r"expected target of shape \(2, 4, 3\)"),
+    (fnn.NLLLoss(), np.zeros((2, 4, 3)), np.full((2, 4), 3), ValueError, "class index 3 out"),
+    (fnn.NLLLoss(), np.zeros(3), np.array(1), ValueError, r"\(N, C\) or \(N, T, C\)"),
+    (fnn.CrossEntropy(), np.zeros((2, 3), np.float16).astype(object), np.array([0, 1]),
+     TypeError, "floating-point input"),
+    (fnn.CrossEntropy(), np.zeros((2, 3)), np.full((2, 3), "a"), TypeError, "numeric target"),
 ])
 def test_input_errors_name_the_criterion(crit, y, t, error, match):
     with pytest.raises(error, match=match) as info:
@@ -265,13 +282,20 @@ def test_input_errors_name_the_criterion(crit, y, t, error, match):
 
 
 @pytest.mark.parametrize("crit", [fnn.CrossEntropy(reduction="none"), fnn.L1(reduction="none"),
-                                  fnn.CrossEntropy(), fnn.Huber(reduction="sum")])
-def test_dloss_shape_checked(crit):
-    _, cache = crit.forward(np.zeros((2, 3)), np.array([0, 1]) if isinstance(
-        crit, fnn.CrossEntropy) else np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="dloss") as info:
-        crit.backward(cache, np.ones(5))
-    assert repr(crit) in str(info.value)
+                                  fnn.CrossEntropy(), fnn.Huber(reduction="sum"),
+                                  fnn.NLLLoss(reduction="none")])
+@pytest.mark.parametrize("shape", [(2, 3), (2, 4, 3)])
+def test_dloss_shape_checked(crit, shape):
+    class_loss = isinstance(crit, fnn.CrossEntropy | fnn.NLLLoss)
+    loss, cache = crit.forward(np.zeros(shape), np.zeros(shape[:-1], np.int64) if class_loss
+                               else np.zeros(shape))
+    for bad in [np.ones(5), np.ones((*np.shape(loss), 1))]:
+        with pytest.raises(ValueError, match="dloss") as info:
+            crit.backward(cache, bad)
+        assert repr(crit) in str(info.value) and str(np.shape(loss)) in str(info.value)
+    with pytest.raises(TypeError, match="floating-point dloss"):
+        crit.backward(cache, None)
+    assert crit.backward(cache, 2).shape == shape  # a real scalar broadcasts, also for "none"
 
 
 @pytest.mark.parametrize("make", [
@@ -310,3 +334,74 @@ def test_train_step_and_fit_with_cross_entropy():
     result = fnn.fit(net, fnn.CrossEntropy(), opt, params, state, opt.init(params), x, labels,
                      epochs=3, batch_size=4, key=0)
     assert result.history["loss"][-1] < result.history["loss"][0]
+
+
+# --- no 0 · (−inf) = nan: masked classes and ignored rows ---------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_minus_inf_in_ignored_rows_and_masked_classes_stays_finite(dtype, smoothing):
+    """An ignored row (padding) may hold anything, −inf included: its loss is exactly 0, as in
+    torch; a −inf logit or log-probability in a non-target class gives the finite loss."""
+    x = np.array([[-np.inf, 1.0, 0.0], [-np.inf, -np.inf, 2.0], [0.5, -np.inf, 0.0]], dtype)
+    labels = np.array([1, 0, 2])  # row 1 is ignored (label 0 = ignore_index)
+    finite = x.copy()
+    finite[1] = 0.0  # what the ignored row holds does not matter
+    for crit in [fnn.CrossEntropy(ignore_index=0, reduction="none"),
+                 fnn.NLLLoss(ignore_index=0, reduction="none")]:
+        y = x if isinstance(crit, fnn.CrossEntropy) else log_softmax(x)
+        y_finite = finite if isinstance(crit, fnn.CrossEntropy) else log_softmax(finite)
+        loss, cache = crit.forward(y, labels)
+        dy = crit.backward(cache)
+        assert np.all(np.isfinite(loss)) and np.all(np.isfinite(dy)) and loss[1] == 0
+        np.testing.assert_array_equal(loss, crit.forward(y_finite, labels)[0])
+        assert np.all(dy[1] == 0)
+    # smoothing over a row with a −inf class (not ignored) is +inf, as torch; ignored rows stay 0
+    loss = fnn.CrossEntropy(ignore_index=0, label_smoothing=smoothing,
+                            reduction="none").forward(x, labels)[0]
+    assert loss[1] == 0 and (np.isinf(loss[0]) if smoothing else np.isfinite(loss[0]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_probability_targets_with_zero_on_a_minus_inf_logit(dtype):
+    """0 · log 0 = 0: a class of target probability 0 at logit −inf adds nothing (torch: nan)."""
+    x = np.array([[0.0, -np.inf, np.log(3.0)]], dtype)
+    q = np.array([[0.5, 0.0, 0.5]], dtype)
+    loss, cache = fnn.CrossEntropy().forward(x, q)
+    expected = -(0.5 * np.log(0.25) + 0.5 * np.log(0.75))
+    assert loss.dtype == dtype and loss == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(fnn.CrossEntropy().backward(cache), [[-0.25, 0.0, 0.25]],
+                               atol=1e-7)
+
+
+# --- sequences: (N, T, C) with targets (N, T) ---------------------------------------------------
+
+@pytest.mark.parametrize("make, kind", [
+    (lambda r: fnn.CrossEntropy(reduction=r), "labels"),
+    (lambda r: fnn.CrossEntropy(reduction=r, ignore_index=3, weight=[1, 2, 3, 4],
+                                label_smoothing=0.2), "labels"),
+    (lambda r: fnn.CrossEntropy(reduction=r, label_smoothing=0.1), "probs"),
+    (lambda r: fnn.NLLLoss(reduction=r, ignore_index=3, weight=[0.5, 1, 2, 1]), "labels"),
+])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_sequence_equals_flattened_batch(make, kind, reduction):
+    """(N, T, C) with targets (N, T) is the (N·T, C) problem: the same loss (reshaped for
+    "none", the same mean over every kept position) and dy."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 4))
+    labels = rng.integers(0, 4, (2, 5))
+    labels[0, :2] = 3  # padding, for the criteria with ignore_index=3
+    target = labels if kind == "labels" else rng.dirichlet(np.ones(4), (2, 5))
+    crit = make(reduction)
+    y = x if isinstance(crit, fnn.CrossEntropy) else log_softmax(x)
+    loss, cache = crit.forward(y, target)
+    flat_target = target.reshape(10, *target.shape[2:])
+    flat_loss, flat_cache = crit.forward(y.reshape(10, 4), flat_target)
+    assert np.shape(loss) == ((2, 5) if reduction == "none" else ())
+    np.testing.assert_allclose(np.reshape(loss, -1), np.reshape(flat_loss, -1), rtol=1e-15)
+    dloss, flat_dloss = 0.5, 0.5
+    if reduction == "none":
+        dloss = rng.standard_normal((2, 5))
+        flat_dloss = dloss.reshape(10)
+    np.testing.assert_allclose(crit.backward(cache, dloss),
+                               crit.backward(flat_cache, flat_dloss).reshape(x.shape), rtol=1e-15)
