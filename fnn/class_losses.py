@@ -128,7 +128,7 @@ class NLLLoss(_ClassLoss):
                 ClassCache(y, labels, total_weight))
 
     def backward(self, cache: ClassCache, dloss: Any = 1.0) -> np.ndarray:
-        y = _rows(cache.log_probs)
+        y = _rows(self._cache(cache, ClassCache).log_probs)
         rows, w_t = self._picked(y, cache.target.reshape(-1))
         dy = np.zeros_like(y)
         dy[np.arange(y.shape[0]), rows] = -w_t * self._row_factor(cache, dloss)
@@ -185,7 +185,7 @@ class CrossEntropy(_ClassLoss):
         return self._reduce(losses, losses.size), ClassCache(logp, q, losses.size)
 
     def backward(self, cache: ClassCache, dloss: Any = 1.0) -> np.ndarray:
-        logp, target = _rows(cache.log_probs), cache.target
+        logp, target = _rows(self._cache(cache, ClassCache).log_probs), cache.target
         n, c = logp.shape
         eps = self.label_smoothing
         dx = np.exp(logp)

@@ -58,6 +58,14 @@ class _Criterion:
         expect_shape(self, target, y.shape, "target")
         return y, target.astype(y.dtype, copy=False)
 
+    def _cache(self, cache: Any, cls: type) -> Any:
+        """``cache`` if it is a ``cls`` (what forward returns), else a TypeError naming self."""
+        if not isinstance(cache, cls):
+            raise TypeError(f"{self!r}: backward expects the {cls.__name__} that forward "
+                            f"returned (loss, cache = forward(y, target)), got "
+                            f"{type(cache).__name__}")
+        return cache
+
 
 class _Classic(_Criterion):
     """A classic criterion: a 0-d loss; ``backward`` is ``_dy(cache)`` times dloss."""
@@ -65,7 +73,7 @@ class _Classic(_Criterion):
     def backward(self, cache: CriterionCache, dloss: Any = 1.0) -> np.ndarray:
         """Inputs: the forward's cache; dloss, a scalar. Returns dy = d(dloss · loss)/dy, of
         y's shape and dtype."""
-        dy = self._dy(cache)
+        dy = self._dy(self._cache(cache, CriterionCache))
         dy *= dloss_factor(self, dloss, (), cache.y.dtype)
         return dy
 
@@ -213,7 +221,7 @@ class _Elementwise(_Reduced):
     def backward(self, cache: CriterionCache, dloss: Any = 1.0) -> np.ndarray:
         """Inputs: the forward's cache; dloss, a scalar (or y's shape for "none"). Returns
         dy = d(Σ dloss · loss)/dy, of y's shape and dtype."""
-        dy = self._gradient(cache.y, cache.target)
+        dy = self._gradient(self._cache(cache, CriterionCache).y, cache.target)
         dy *= self._upstream(dloss, cache.y.shape, cache.y.size, cache.y.dtype)
         return dy
 

@@ -405,3 +405,18 @@ def test_sequence_equals_flattened_batch(make, kind, reduction):
         flat_dloss = dloss.reshape(10)
     np.testing.assert_allclose(crit.backward(cache, dloss),
                                crit.backward(flat_cache, flat_dloss).reshape(x.shape), rtol=1e-15)
+
+
+@pytest.mark.parametrize("crit", [fnn.MSECriterion(), fnn.ClassNLLCriterion(), fnn.L1(),
+                                  fnn.CrossEntropy(), fnn.NLLLoss()])
+def test_backward_given_something_else_than_the_cache(crit):
+    """backward(loss) or another criterion's cache: a TypeError naming the criterion."""
+    class_loss = isinstance(crit, fnn.CrossEntropy | fnn.NLLLoss)
+    loss, _ = crit.forward(np.zeros((2, 3)), np.zeros(2, np.int64) if class_loss
+                           else np.eye(3)[[0, 1]])
+    other = fnn.L1() if class_loss else fnn.CrossEntropy()
+    _, other_cache = other.forward(np.zeros((2, 3)), np.eye(3)[[0, 1]])
+    for bad in [loss, other_cache, None]:
+        with pytest.raises(TypeError, match="backward expects the .*Cache that forward") as info:
+            crit.backward(bad)
+        assert repr(crit) in str(info.value)
