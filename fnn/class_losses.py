@@ -83,7 +83,9 @@ class _ClassLoss(_Reduced):
         mean is over nothing, where the others are nan: torch's gradients); (M,)."""
         y, labels = cache.log_probs, cache.target
         factor = self._upstream(dloss, labels.shape, cache.denominator, y.dtype)
-        return np.where(self._kept(labels), factor, 0).astype(y.dtype, copy=False).reshape(-1)
+        if self.ignore_index is not None:
+            factor = np.where(self._kept(labels), factor, 0).astype(y.dtype, copy=False)
+        return factor.reshape(-1) if np.ndim(factor) else factor
 
     def _kept(self, labels: np.ndarray) -> np.ndarray:
         """False where the label is ignore_index."""
@@ -93,6 +95,8 @@ class _ClassLoss(_Reduced):
     def _picked(self, y: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, w_t): each row's class (0 for ignored rows) and its weight (0 if ignored).
         Σₙ w_t is the denominator of torch's (weighted) mean."""
+        if self.ignore_index is None:
+            return labels, self._class_weights(y)[labels]
         kept = self._kept(labels)
         rows = np.where(kept, labels, 0)
         return rows, np.where(kept, self._class_weights(y)[rows], 0).astype(y.dtype)
@@ -101,9 +105,10 @@ class _ClassLoss(_Reduced):
         """(losses, w_t): −w_t·y[t] per row, exactly 0 for ignored rows whatever y holds there
         (a −inf in an ignored row gives no 0·(−inf) = nan)."""
         rows, w_t = self._picked(y, labels)
-        losses = np.multiply(-w_t, y[np.arange(y.shape[0]), rows], out=np.zeros_like(w_t),
-                             where=self._kept(labels))
-        return losses, w_t
+        picked = y[np.arange(y.shape[0]), rows]
+        if self.ignore_index is not None:
+            picked[~self._kept(labels)] = 0
+        return -w_t * picked, w_t
 
 
 @attrs.frozen(kw_only=True)
@@ -171,17 +176,23 @@ class CrossEntropy(_ClassLoss):
         target = np.asarray(target)
         if target.ndim == x.ndim - 1:
             labels = self._labels(x, target)
-            flat, kept = _rows(logp), self._kept(labels.reshape(-1))
+            flat = _rows(logp)
             losses, w_t = self._nll(flat, labels.reshape(-1))
             if eps:
-                smooth = np.where(kept, -(flat @ self._class_weights(x)), 0)
+                if self.ignore_index is not None:  # ignored rows as zeros: whatever they hold
+                    flat = np.where(self._kept(labels.reshape(-1))[:, None], flat, 0)
+                smooth = -(flat @ self._class_weights(x))
                 losses = (1 - eps) * losses + (eps / c) * smooth
             total_weight = np.sum(w_t)
             return (self._reduce(losses.reshape(labels.shape), total_weight),
                     ClassCache(logp, labels, total_weight))
         _, q = self._inputs(x, target)
-        qm = self._q_matrix(q)
-        losses = -np.sum(np.multiply(qm, logp, out=np.zeros_like(logp), where=qm != 0), axis=-1)
+        with np.errstate(invalid="ignore"):  # 0 · (−inf) is handled below: no warning
+            products = self._q_matrix(q) * logp
+        losses = -np.sum(products, axis=-1)
+        if np.isnan(losses).any():  # maybe 0 · (−inf): classes with q' = 0 count for nothing
+            products[self._q_matrix(q) == 0] = 0
+            losses = -np.sum(products, axis=-1)
         return self._reduce(losses, losses.size), ClassCache(logp, q, losses.size)
 
     def backward(self, cache: ClassCache, dloss: Any = 1.0) -> np.ndarray:

@@ -34,9 +34,11 @@ class CriterionCache:
     target: np.ndarray  # in y's dtype
 
 
-def dloss_factor(owner: Any, dloss: Any, loss_shape: tuple, dtype: np.dtype) -> np.ndarray:
-    """``dloss`` (a real scalar, or an array of ``loss_shape``) as an array in ``dtype``; a
+def dloss_factor(owner: Any, dloss: Any, loss_shape: tuple, dtype: np.dtype) -> Any:
+    """``dloss`` (a real scalar, or an array of ``loss_shape``) in ``dtype``; a
     TypeError/ValueError naming ``owner`` otherwise."""
+    if type(dloss) is float:  # the default 1.0: no array round trip
+        return dtype.type(dloss)
     dloss = as_float_array(owner, real_float(dloss), "dloss")
     if dloss.ndim:
         expect_shape(owner, dloss, loss_shape, "dloss")
@@ -126,8 +128,13 @@ class ClassNLLCriterion(_Classic):
 
     def forward(self, y: np.ndarray, target: np.ndarray) -> tuple[np.generic, CriterionCache]:
         y, t = self._inputs(y, target)
-        picked = np.multiply(y, t, out=np.zeros_like(y), where=t != 0)
-        return -np.sum(picked) / y.shape[0], CriterionCache(y=y, target=t)
+        with np.errstate(invalid="ignore"):  # 0 · (−inf) is handled below: no warning
+            products = y * t
+        total = np.sum(products)
+        if np.isnan(total):  # maybe 0 · (−inf): the entries with t = 0 count for nothing
+            products[t == 0] = 0
+            total = np.sum(products)
+        return -total / y.shape[0], CriterionCache(y=y, target=t)
 
     def _dy(self, cache: CriterionCache) -> np.ndarray:
         dy = np.negative(cache.target)
