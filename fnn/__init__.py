@@ -18,6 +18,7 @@ from .activations import (
     SoftPlus,
     Tanh,
 )
+from .class_losses import CrossEntropy, NLLLoss
 from .conv import Conv2d
 from .core import Key, Layer, as_key, generator, split_key
 from .dropout import Dropout
@@ -28,10 +29,8 @@ from .losses import (
     BCEWithLogits,
     ClassNLLCriterion,
     ClassNLLCriterionUnstable,
-    CrossEntropy,
     Huber,
     MSECriterion,
-    NLLLoss,
 )
 from .normalization import BatchNorm2d, BatchNormalization, LayerNorm
 from .optim import SGD, Adam, AdamW, RMSprop, SGDMomentum, clip_by_global_norm
