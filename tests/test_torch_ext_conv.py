@@ -67,9 +67,9 @@ def conv(c_in: int, c_out: int, kernel_size, groups: int = 1, **options) -> Case
 
 def _fitting(layer: fnn.Conv2d, rng: np.random.Generator) -> tuple[int, int]:
     """An image size (H, W) between the smallest one that gives an output and 7 more."""
-    k, d = fnn.conv.pair(layer.kernel_size), fnn.conv.pair(layer.dilation)
+    w = layer.window()
     return tuple(max(1, di * (ki - 1) + 1 - 2 * pi) + int(rng.integers(0, 8))
-                 for ki, di, pi in zip(k, d, layer.pads()))
+                 for ki, di, pi in zip(w.kernel, w.dilation, w.padding))
 
 
 def case_conv_torch_init(dtype: type, rng: np.random.Generator, n: int) -> Compared:
@@ -102,7 +102,7 @@ def pool(layer_cls, ref_fn, kernel_size, stride=None, padding=0, ties: bool = Fa
 
     def case(dtype: type, rng: np.random.Generator, n: int) -> Compared:
         layer = layer_cls(kernel_size, stride, padding)
-        k, p = fnn.conv.pair(kernel_size), fnn.conv.pair(padding)
+        k, p = layer.window().kernel, layer.window().padding
         c, *hw = dims(rng, (1, 3), *[(max(1, ki - 2 * pi), ki - 2 * pi + 7)
                                       for ki, pi in zip(k, p)])
         if stride is None and layer_cls is fnn.MaxPool2d and p == (0, 0):
