@@ -11,15 +11,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import batch_block
+from . import batch_block, pool
 from .geometry import Window
 
 
 def zero_pad(x: np.ndarray, pads: tuple[int, int]) -> np.ndarray:
     """x (N, C, H, W) with ``pads`` = (ph, pw) zeros on both sides of H and W (x itself if
     none)."""
-    ph, pw = pads
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+    return pool.pad(x, pads, 0.0)
 
 
 def windows(xpad: np.ndarray, groups: int, k: tuple[int, int], out: tuple[int, int],
