@@ -18,6 +18,7 @@ from . import init as initializers
 from .core import (
     Key,
     Layer,
+    ShapeDtype,
     as_float_array,
     as_key,
     boolean,
@@ -33,7 +34,7 @@ from .core import (
 from .linear import ChannelwiseScaling, ScalingCache, ScalingParams
 
 __all__ = ["BatchNormalization", "BatchNormState", "BatchNormCache", "BatchNorm2d", "LayerNorm",
-           "NormCache"]
+           "NormCache", "GroupNorm"]
 
 
 @attrs.frozen
@@ -291,3 +292,91 @@ class LayerNorm(Layer):
                                     beta=flat.beta.reshape(self.normalized_shape))
         dxt, _ = BatchNormalization(m, eps=self.eps).backward((), cache.norm, dy2.T)
         return dxt.T.reshape(cache.x_shape), dparams
+
+
+def _channels_last(a: np.ndarray) -> np.ndarray:
+    """(N, C, *S) as (N * prod(S), C): one row per position, one column per channel."""
+    return np.moveaxis(a, 1, -1).reshape(-1, a.shape[1])
+
+
+def _channels_first(a2: np.ndarray, shape: tuple) -> np.ndarray:
+    """The inverse of :func:`_channels_last` for an array of ``shape``, C-contiguous."""
+    return np.ascontiguousarray(np.moveaxis(a2.reshape(shape[0], *shape[2:], shape[1]), -1, 1))
+
+
+@attrs.frozen(repr=False)
+class GroupNorm(Layer):
+    """Normalize each group of channels of each sample, as torch.nn.GroupNorm.
+
+    The C = num_channels channels are split into G = num_groups groups of C/G consecutive
+    channels; per sample n and group g, mean and biased var run over the group's channels and
+    all positions: y = (x - mean) / sqrt(var + eps) [* gamma_c + beta_c when ``affine``]. No
+    state, no modes, no batch coupling. Backward, with D = C/G * prod(*) the size of a group:
+    dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps), dxhat = dy * gamma,
+    means over each group's D values; dgamma = sum of dy * xhat, dbeta = sum of dy over all
+    axes but C.
+
+    Inputs: x (N, C, *), any number of trailing axes (none included). Returns: y of x's shape.
+    Params: ``ScalingParams(gamma (C,), beta (C,))`` from gamma_init and beta_init (None: ones
+    and zeros) in ``dtype``, or ``()`` without affine. Computed as LayerNorm((D,)) on x viewed
+    as (N, G, D) [then ChannelwiseScaling(C) on the (N * prod(*), C) view]; the cache
+    (:class:`NormCache`) holds their caches.
+    """
+
+    num_groups: int = attrs.field(validator=positive_int)
+    num_channels: int = attrs.field(validator=positive_int)
+    eps: float = attrs.field(default=1e-5, converter=real_float,
+                             validator=in_range(0.0, math.inf))
+    affine: bool = attrs.field(default=True, validator=boolean)
+    gamma_init: Any = initializer_field()
+    beta_init: Any = initializer_field()
+    dtype: str = dtype_field()
+
+    def __attrs_post_init__(self) -> None:
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"GroupNorm: num_channels must be divisible by num_groups, got "
+                             f"num_channels={self.num_channels}, num_groups={self.num_groups}")
+
+    def init(self, key: int | Key) -> tuple[ScalingParams | tuple, tuple]:
+        as_key(key)
+        return (_affine_params(self, key, (self.num_channels,)) if self.affine else ()), ()
+
+    def param_shapes(self) -> ScalingParams | tuple:
+        leaf = ShapeDtype((self.num_channels,), self.dtype)
+        return ScalingParams(gamma=leaf, beta=leaf) if self.affine else ()
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) < 2 or input_shape[1] != self.num_channels:
+            raise ValueError(f"{self!r}: expected input of shape (N, {self.num_channels}, *), "
+                             f"got shape {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def _norm(self, x_shape: tuple) -> LayerNorm:
+        return LayerNorm(math.prod(x_shape[1:]) // self.num_groups, eps=self.eps,
+                         elementwise_affine=False)
+
+    def forward(self, params: ScalingParams | tuple, state: Any, x: np.ndarray
+                ) -> tuple[np.ndarray, NormCache]:
+        x = as_float_array(self, x)
+        expect_shape(self, x, ("N", self.num_channels, *[None] * (x.ndim - 2)))
+        groups = x.reshape(x.shape[0], self.num_groups, -1)
+        y, norm = self._norm(x.shape).forward((), (), groups)
+        y, affine = y.reshape(x.shape), None
+        if self.affine:
+            y2, affine = ChannelwiseScaling(self.num_channels).forward(params, (),
+                                                                       _channels_last(y))
+            y = _channels_first(y2, x.shape)
+        return y, NormCache(norm=norm, affine=affine, x_shape=x.shape, state=state)
+
+    def backward(self, params: ScalingParams | tuple, cache: NormCache, dy: np.ndarray
+                 ) -> tuple[np.ndarray, ScalingParams | tuple]:
+        dy = as_float_array(self, dy, "gradient")
+        expect_shape(self, dy, cache.x_shape, "gradient")
+        dparams: ScalingParams | tuple = ()
+        if cache.affine is not None:
+            dy2, dparams = ChannelwiseScaling(self.num_channels).backward(
+                params, cache.affine, _channels_last(dy))
+            dy = _channels_first(dy2, cache.x_shape)
+        dx, _ = self._norm(cache.x_shape).backward((), cache.norm,
+                                                   dy.reshape(dy.shape[0], self.num_groups, -1))
+        return dx.reshape(cache.x_shape), dparams

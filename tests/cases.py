@@ -118,6 +118,14 @@ def _layernorm(draw: st.DrawFn):
     return layer, leading + normalized
 
 
+def _groupnorm(draw: st.DrawFn):
+    """GroupNorm(G, C = G * (1 or 2)) on (C, *0 to 2 axes of 1 to 3), with or without affine."""
+    g = _size(draw, 3)
+    c = g * _size(draw, 2)
+    layer = fnn.GroupNorm(g, c, eps=draw(_eps), affine=draw(st.booleans()))
+    return layer, (c, *draw(st.lists(st.integers(1, 3), max_size=2)))
+
+
 def _residual_mlp(draw: st.DrawFn):
     n, hidden = _size(draw), _size(draw)
     return fnn.Residual(fnn.Sequential([fnn.Linear(n, hidden), fnn.GELU(),
@@ -294,6 +302,7 @@ CASES: list[LayerCase] = [
     LayerCase("mlp-eval", _mlp, mode="eval"),
     LayerCase("cnn-train", _cnn, batch_coupled=True, unique_values=True),
     LayerCase("cnn-eval", _cnn, mode="eval", unique_values=True),
+    LayerCase("groupnorm", _groupnorm),
 ]
 CASE_IDS = [case.name for case in CASES]
 
