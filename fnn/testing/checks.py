@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import numpy as np
 
 from .. import tree
@@ -274,10 +275,14 @@ def check_batch_consistency(layer: Any, params: Any, state: Any, x: np.ndarray,
 
 
 def training_flags(state: Any) -> list[bool]:
-    """The ``training`` field of every record in a state tree, in leaf order: the leaves that
-    ``fnn.tree.set_training`` changes (it rebuilds nothing else)."""
-    on, off = (tree.leaves(tree.set_training(state, flag)) for flag in (True, False))
-    return [leaf for leaf, a, b in zip(tree.leaves(state), on, off) if a is not b]
+    """The ``training`` field of every record in a state tree, depth first (its own walk, not
+    ``fnn.tree.set_training``'s: it checks that one)."""
+    if tree.is_leaf(state):
+        return []
+    own = [state.training] if attrs.has(type(state)) and hasattr(state, "training") else []
+    children = (list(state) if isinstance(state, (tuple, list))
+                else [getattr(state, f.name) for f in attrs.fields(type(state))])
+    return own + [flag for child in children for flag in training_flags(child)]
 
 
 def check_modes(layer: Any, key: int | Key = 0) -> None:
