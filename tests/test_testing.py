@@ -132,6 +132,8 @@ class Bias(fnn.Layer):
     def forward(self, params, state, x):
         if self.how == "mutates":
             x += 0.0
+        if self.how == "returns-view":
+            return x.reshape(x.shape), BiasCache(state=state)  # y is a view of x
         if self.how == "upcasts":
             # a float64 constant: float32 x comes out float64
             return x + params.b.astype(x.dtype) + np.zeros(1), BiasCache(state=state)
@@ -163,6 +165,7 @@ def test_check_layer_passes_the_bias_example():
 
 @pytest.mark.parametrize("how, message", [
     ("wrong-gradient", "params leaf 0"), ("aliases", "dx shares memory"),
+    ("returns-view", "y shares memory"),
     ("mutates", "read-only"), ("upcasts", "float32 in gives dtypes"),
     ("output-shape", "output_shape says"), ("param-shapes", "param_shapes"),
     ("couples", "batch_coupled=True")])
