@@ -98,6 +98,10 @@ class BatchNormalization(FnnModule):
         super().__init__(alpha=alpha, moving_mean=None, moving_variance=None)
 
     def _spec_key(self, x: Any) -> tuple:
+        if x is not None and np.ndim(x) != 2:
+            raise ValueError(f"{self!r}: expected input of shape (N, features), got shape "
+                             f"{np.shape(x)}; flatten images first (Flatten()) or use "
+                             f"fnn.BatchNorm2d for per-channel statistics of (N, C, H, W)")
         if self.moving_mean is not None:
             n = np.shape(self.moving_mean)[0]
         else:  # lazily, from the input; fnn reports a wrong shape

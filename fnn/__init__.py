@@ -5,7 +5,7 @@ Every layer is a frozen spec with ``init(key) -> (params, state)``,
 See docs/contract.md.
 """
 
-from . import data, init, io, schedules, testing, train, tree
+from . import data, init, io, parallel, schedules, testing, train, tree
 from .activations import (
     ELU,
     GELU,
@@ -35,9 +35,11 @@ from .losses import (
 )
 from .normalization import BatchNorm2d, BatchNormalization, GroupNorm, LayerNorm
 from .optim import SGD, Adam, AdamW, RMSprop, SGDMomentum, clip_by_global_norm
+from .parallel import set_num_threads, threads
 from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from .sequential import Residual, Sequential
 from .shape import Flatten
+from .summarize import summary
 from .train import fit
 from .tree import eval_mode, train_mode
 
@@ -53,6 +55,6 @@ __all__ = [
     "CrossEntropy", "NLLLoss", "BCEWithLogits", "L1", "Huber",
     "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
-    "AvgPool2d", "GlobalAvgPool2d",
+    "AvgPool2d", "GlobalAvgPool2d", "summary", "parallel", "set_num_threads", "threads",
     "GroupNorm",
 ]

@@ -25,6 +25,7 @@ from fnn.testing import (
     check_modes,
     check_purity,
     check_shapes,
+    draw_dy,
     kink_distance,
 )
 from fnn.testing.strategies import keys
@@ -272,3 +273,19 @@ def test_numpy_scalar_hyperparameters_do_not_upcast(make):
     dx, _ = layer.backward(params, cache, x)
     assert y.dtype == dx.dtype == np.float32
     assert all(a.dtype == np.float32 for a in float_leaves(cache.state))
+
+
+# --- backward_params: the dparams without the input gradient ----------------------------------
+
+@ROWS
+@given(data=st.data())
+def test_backward_params_equals_backward_dparams(case, data):
+    """What a training step calls on its first layer gives the same bits as backward's
+    dparams, for every row (Linear, Conv2d, Sequential and Residual skip dx; the rest use
+    the default)."""
+    ex = data.draw(examples(case))
+    y, cache = ex.layer.forward(ex.params, ex.state, ex.x)
+    dy = draw_dy(y, 1)
+    _, dparams = ex.layer.backward(ex.params, cache, dy)
+    only = fnn.core.backward_params(ex.layer, ex.params, cache, dy)
+    tree.map(lambda a, b: np.testing.assert_array_equal(a, b, strict=True), dparams, only)

@@ -153,7 +153,7 @@ class Bias(fnn.Layer):
 
 def test_check_layer_passes_the_bias_example():
     report = check_layer(Bias(3), (4, 3))
-    assert report["checks"] == ["param_shapes", "modes", "shapes", "purity", "dtypes",
+    assert report["checks"] == ["init_shapes", "modes", "shapes", "purity", "dtypes",
                                 "batch_consistency", "gradients"]
     assert set(report["gradients"]) == {"dx", "params[0]"}
     assert max(report["gradients"].values()) < 1e-7

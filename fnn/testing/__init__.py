@@ -15,9 +15,9 @@ from .checks import (
     check_batch_consistency,
     check_dtypes,
     check_gradients,
+    check_init_shapes,
     check_loss_gradients,
     check_modes,
-    check_param_shapes,
     check_purity,
     check_shapes,
     draw_dy,
@@ -37,7 +37,7 @@ from .layer import (
 
 __all__ = [
     "check_layer", "check_gradients", "check_loss_gradients", "check_purity", "check_shapes",
-    "check_param_shapes", "check_dtypes", "check_batch_consistency", "check_modes",
+    "check_init_shapes", "check_dtypes", "check_batch_consistency", "check_modes",
     "kink_distance", "training_flags", "eval_state", "input_array", "unique_values",
     "numeric_gradient", "read_only", "draw_dy", "AWAY_FROM_KINKS", "KINK_MARGIN",
 ]

@@ -14,10 +14,10 @@ import attrs
 import numpy as np
 
 from .. import tree
-from ..core import Key, ShapeDtype, generator
+from ..core import Key, ShapeDtype, check_tree, generator
 
 __all__ = ["check_gradients", "check_loss_gradients", "check_purity", "check_shapes",
-           "check_param_shapes", "check_dtypes", "check_batch_consistency", "check_modes",
+           "check_init_shapes", "check_dtypes", "check_batch_consistency", "check_modes",
            "training_flags", "numeric_gradient", "read_only"]
 
 
@@ -217,15 +217,21 @@ def check_shapes(layer: Any, params: Any, state: Any, x: np.ndarray, *,
     _structure(layer, "cache.state does not have the structure of state", state, cache.state)
 
 
-def check_param_shapes(layer: Any, params: Any) -> None:
-    """Check that ``layer.param_shapes()`` describes ``params`` as ``init`` returned them: the
-    same records, a :class:`~fnn.core.ShapeDtype` of the same shape and dtype at each array."""
-    shapes = layer.param_shapes()
-    actual = tree.map(lambda a: ShapeDtype(a.shape, a.dtype) if isinstance(a, np.ndarray)
-                      else a, params)
-    if shapes != actual:
-        raise AssertionError(f"{layer!r}: param_shapes() gives {shapes!r}, init gave params "
-                             f"{actual!r}")
+def check_init_shapes(layer: Any, params: Any, state: Any) -> None:
+    """Check that ``layer.param_shapes()`` and ``layer.state_shapes()`` describe ``params`` and
+    ``state`` as ``init`` returned them: the same records (``fnn.core.check_tree``), and at
+    each :class:`~fnn.core.ShapeDtype` an array of that shape AND dtype."""
+    for name, value, method in (("params", params, "param_shapes"),
+                                ("state", state, "state_shapes")):
+        expected = getattr(layer, method)()
+        try:
+            check_tree(layer, name, value, expected)
+        except (TypeError, ValueError) as err:
+            raise AssertionError(f"{method}() does not describe init's {name}: {err}") from err
+        for spec, a in zip(tree.leaves(expected), tree.leaves(value)):
+            if isinstance(spec, ShapeDtype) and spec.dtype != a.dtype:
+                raise AssertionError(f"{layer!r}: {method}() says {spec!r}, init gave "
+                                     f"{a.dtype.name}{list(a.shape)}")
 
 
 def _float_leaves(t: Any) -> list[np.ndarray]:

@@ -16,8 +16,8 @@ from .checks import (
     check_batch_consistency,
     check_dtypes,
     check_gradients,
+    check_init_shapes,
     check_modes,
-    check_param_shapes,
     check_purity,
     check_shapes,
 )
@@ -121,7 +121,7 @@ def check_layer(layer: Any, input_shape: Sequence[int], *, key: int | Key = 0,
     - max_draws: inputs drawn until one is farther than 1e-5 from every kink
       (:func:`kink_distance`); rtol, atol: of the gradient check.
 
-    Runs, in order: :func:`check_param_shapes` and :func:`check_modes` on ``init``'s result,
+    Runs, in order: :func:`check_init_shapes` and :func:`check_modes` on ``init``'s result,
     then on x in float64: :func:`check_shapes` (against ``layer.output_shape``),
     :func:`check_purity`, :func:`check_dtypes`, :func:`check_batch_consistency` (unless
     ``batch_coupled`` or N = 1) and :func:`check_gradients`.
@@ -134,7 +134,7 @@ def check_layer(layer: Any, input_shape: Sequence[int], *, key: int | Key = 0,
         raise ValueError(f"check_layer: mode must be 'train' or 'eval', got {mode!r}")
     k_init, k_warm, k_x = split_key(key, 3)
     params, state = layer.init(k_init)
-    check_param_shapes(layer, params)
+    check_init_shapes(layer, params, state)
     check_modes(layer, k_init)
     params, state = tree.cast(params, np.float64), tree.cast(state, np.float64)
     if mode == "eval":
@@ -146,7 +146,7 @@ def check_layer(layer: Any, input_shape: Sequence[int], *, key: int | Key = 0,
     else:
         raise ValueError(f"check_layer: none of {max_draws} inputs of shape {shape} is farther "
                          f"than {KINK_MARGIN} from a kink of {layer!r}; raise max_draws")
-    checks = ["param_shapes", "modes", "shapes", "purity", "dtypes"]
+    checks = ["init_shapes", "modes", "shapes", "purity", "dtypes"]
     check_shapes(layer, params, state, x)
     check_purity(layer, params, state, x)
     check_dtypes(layer, params, state, x)
