@@ -12,6 +12,7 @@ runtime one). docs/extending.md walks through adding a layer with them.
 """
 
 from .checks import (
+    check_backward_params,
     check_batch_consistency,
     check_dtypes,
     check_gradients,
@@ -38,6 +39,7 @@ from .layer import (
 __all__ = [
     "check_layer", "check_gradients", "check_loss_gradients", "check_purity", "check_shapes",
     "check_init_shapes", "check_dtypes", "check_batch_consistency", "check_modes",
+    "check_backward_params",
     "kink_distance", "training_flags", "eval_state", "input_array", "unique_values",
     "numeric_gradient", "read_only", "draw_dy", "AWAY_FROM_KINKS", "KINK_MARGIN",
 ]

@@ -14,10 +14,11 @@ import attrs
 import numpy as np
 
 from .. import tree
-from ..core import Key, ShapeDtype, check_tree, generator
+from ..core import Key, ShapeDtype, backward_params, check_tree, generator
 
 __all__ = ["check_gradients", "check_loss_gradients", "check_purity", "check_shapes",
            "check_init_shapes", "check_dtypes", "check_batch_consistency", "check_modes",
+           "check_backward_params",
            "training_flags", "numeric_gradient", "read_only"]
 
 
@@ -277,6 +278,18 @@ def check_batch_consistency(layer: Any, params: Any, state: Any, x: np.ndarray,
     except AssertionError as err:
         raise AssertionError(f"{layer!r}: the batch and its two parts (cut at {cut}) disagree; "
                              f"pass batch_coupled=True if its samples affect each other\n"
+                             f"{err}") from err
+
+
+def check_backward_params(layer: Any, params: Any, state: Any, x: np.ndarray) -> None:
+    """``fnn.core.backward_params`` (what a training step calls on its first layer: dparams
+    without dx) gives the same bits, dtypes and records as ``backward``'s dparams."""
+    _, cache, dy, _, dparams = _run(layer, params, state, x)
+    only = backward_params(layer, params, cache, dy)
+    try:
+        tree.map(lambda a, b: np.testing.assert_array_equal(a, b, strict=True), dparams, only)
+    except (AssertionError, ValueError) as err:
+        raise AssertionError(f"{layer!r}: backward_params differs from backward's dparams\n"
                              f"{err}") from err
 
 

@@ -13,6 +13,7 @@ from ..core import Key, generator, split_key
 from ..pooling import MaxPool2d
 from ..sequential import Residual, Sequential
 from .checks import (
+    check_backward_params,
     check_batch_consistency,
     check_dtypes,
     check_gradients,
@@ -124,7 +125,7 @@ def check_layer(layer: Any, input_shape: Sequence[int], *, key: int | Key = 0,
     Runs, in order: :func:`check_init_shapes` and :func:`check_modes` on ``init``'s result,
     then on x in float64: :func:`check_shapes` (against ``layer.output_shape``),
     :func:`check_purity`, :func:`check_dtypes`, :func:`check_batch_consistency` (unless
-    ``batch_coupled`` or N = 1) and :func:`check_gradients`.
+    ``batch_coupled`` or N = 1), :func:`check_backward_params` and :func:`check_gradients`.
 
     Returns: ``{"checks": names of the checks run, "gradients": the largest absolute error per
     array}``; raises AssertionError naming the layer and the failed check.
@@ -153,5 +154,6 @@ def check_layer(layer: Any, input_shape: Sequence[int], *, key: int | Key = 0,
     if not batch_coupled and shape[0] >= 2:
         check_batch_consistency(layer, params, state, x)
         checks.append("batch_consistency")
+    check_backward_params(layer, params, state, x)
     gradients = check_gradients(layer, params, state, x, rtol=rtol, atol=atol)
-    return {"checks": [*checks, "gradients"], "gradients": gradients}
+    return {"checks": [*checks, "backward_params", "gradients"], "gradients": gradients}
