@@ -21,6 +21,7 @@ from .activations import (
 from .conv import Conv2d
 from .core import Key, Layer, as_key, generator, split_key
 from .dropout import Dropout
+from .groupnorm import GroupNorm
 from .io import Checkpoint, CheckpointError, load, save
 from .linear import ChannelwiseScaling, Linear
 from .losses import (
@@ -33,7 +34,7 @@ from .losses import (
     MSECriterion,
     NLLLoss,
 )
-from .normalization import BatchNorm2d, BatchNormalization, GroupNorm, LayerNorm
+from .normalization import BatchNorm2d, BatchNormalization, LayerNorm
 from .optim import SGD, Adam, AdamW, RMSprop, SGDMomentum, clip_by_global_norm
 from .parallel import set_num_threads, threads
 from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
