@@ -22,6 +22,7 @@ from .class_losses import CrossEntropy, NLLLoss
 from .conv import Conv1d, Conv2d
 from .core import Key, Layer, as_key, generator, split_key
 from .dropout import Dropout
+from .groupnorm import GroupNorm
 from .io import Checkpoint, CheckpointError, load, save
 from .linear import ChannelwiseScaling, Linear
 from .losses import (
@@ -55,5 +56,5 @@ __all__ = [
     "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
     "AvgPool2d", "GlobalAvgPool2d", "summary", "parallel", "set_num_threads", "threads",
-    "Conv1d", "MaxPool1d", "AvgPool1d",
+    "Conv1d", "MaxPool1d", "AvgPool1d", "GroupNorm",
 ]

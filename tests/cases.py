@@ -18,9 +18,11 @@ reference tests import the same table. A row is:
 
 Use :func:`examples` (a hypothesis strategy) to get an :class:`Example` of a row:
 ``layer, params, state, x`` in the requested dtype, ready for ``layer.forward(params, state, x)``.
-:func:`output_shape` gives the expected output shape of any fnn layer for an input shape;
-:func:`kink_distance` says how far an input is from the non-differentiable points of a layer
-(finite-difference checks skip examples closer than 1e-5).
+The values, keys and batch sizes come from the public strategies of ``fnn.testing.strategies``
+and the checks in tests/test_layers.py are the public ``fnn.testing`` ones (``check_layer``
+runs them all on a user's layer), so a user's layer gets exactly the tests a row gets.
+``kink_distance`` (from ``fnn.testing``) says how far an input is from the non-differentiable
+points of a layer (finite-difference checks skip examples closer than 1e-5).
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-import hypothesis.extra.numpy as hnp
 import numpy as np
 from hypothesis import strategies as st
 
 import fnn
-from fnn import tree
+from fnn.testing import kink_distance, training_flags
+from fnn.testing.strategies import arrays, layer_examples
 
-__all__ = ["LayerCase", "Example", "CASES", "CASE_IDS", "examples", "output_shape",
+__all__ = ["LayerCase", "Example", "CASES", "CASE_IDS", "examples",
            "input_values", "kink_distance", "training_flags"]
 
 Setup = Callable[[st.DrawFn], tuple[Any, tuple[int, ...]]]
@@ -114,6 +116,14 @@ def _layernorm(draw: st.DrawFn):
     leading = tuple(draw(st.lists(st.integers(1, 3), max_size=1)))
     layer = fnn.LayerNorm(normalized, eps=draw(_eps), elementwise_affine=draw(st.booleans()))
     return layer, leading + normalized
+
+
+def _groupnorm(draw: st.DrawFn):
+    """GroupNorm(G, C = G * (1 or 2)) on (C, *0 to 2 axes of 1 to 3), with or without affine."""
+    g = _size(draw, 3)
+    c = g * _size(draw, 2)
+    layer = fnn.GroupNorm(g, c, eps=draw(_eps), affine=draw(st.booleans()))
+    return layer, (c, *draw(st.lists(st.integers(1, 3), max_size=2)))
 
 
 def _residual_mlp(draw: st.DrawFn):
@@ -299,6 +309,7 @@ CASES: list[LayerCase] = [
     LayerCase("mlp-eval", _mlp, mode="eval"),
     LayerCase("cnn-train", _cnn, batch_coupled=True, unique_values=True),
     LayerCase("cnn-eval", _cnn, mode="eval", unique_values=True),
+    LayerCase("groupnorm", _groupnorm),
 ]
 CASE_IDS = [case.name for case in CASES]
 
@@ -306,94 +317,20 @@ CASE_IDS = [case.name for case in CASES]
 # --- values and examples ------------------------------------------------------------------
 
 def input_values(draw: st.DrawFn, shape: tuple[int, ...], unique: bool = False) -> np.ndarray:
-    """Float64 values of ``shape``: when ``unique``, distinct multiples of 1/(250 * size) in about
-    [-4, 4]; else values in [-3, -0.05] U [0.05, 3]."""
-    if unique:
-        # distinct without hypothesis' slow unique arrays: i * size + position is one-to-one
-        size = int(np.prod(shape, dtype=np.int64))
-        ints = draw(hnp.arrays(np.int64, shape, elements=st.integers(-1000, 1000)))
-        return (ints * size + np.arange(size).reshape(shape)) / (250.0 * size)
-    away_from_zero = st.floats(0.05, 3.0) | st.floats(-3.0, -0.05)
-    return draw(hnp.arrays(np.float64, shape, elements=away_from_zero))
+    """Float64 values of ``shape`` from ``fnn.testing.strategies.arrays``: when ``unique``,
+    distinct multiples of 1/(250 * size) in about [-4, 4]; else values in
+    [-3, -0.05] U [0.05, 3]."""
+    return draw(arrays(shape, unique=unique))
 
 
 @st.composite
 def examples(draw: st.DrawFn, case: LayerCase, dtype: Any = np.float64, min_batch: int = 1,
              max_batch: int = 3) -> Example:
-    """An :class:`Example` of ``case``: params from ``init`` of a drawn seed, state in the row's
-    mode, x of shape (N, *sample_shape) with min_batch <= N <= max_batch; all floating-point
-    leaves (params, state, x) in ``dtype``."""
+    """An :class:`Example` of ``case``: ``fnn.testing.strategies.layer_examples`` of the drawn
+    layer and sample shape, in the row's mode (eval: after a training forward on another drawn
+    batch), with min_batch <= N <= max_batch; all floating-point leaves in ``dtype``."""
     layer, sample_shape = case.setup(draw)
-    shape = (draw(st.integers(min_batch, max_batch)), *sample_shape)
-    params, state = layer.init(draw(st.integers(0, 2**32 - 1)))
-    if case.mode == "eval":
-        warm = input_values(draw, shape, case.unique_values)
-        state = fnn.eval_mode(layer.forward(params, state, warm)[1].state)
-    x = input_values(draw, shape, case.unique_values)
-    return Example(case, layer, tree.cast(params, dtype), tree.cast(state, dtype),
-                   x.astype(dtype))
-
-
-def output_shape(layer: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The output shape the layer contract promises for an input of ``shape``."""
-    try:
-        return layer.output_shape(shape)
-    except NotImplementedError:
-        pass
-    match layer:
-        case fnn.Sequential():
-            for child in layer.layers:
-                shape = output_shape(child, shape)
-            return shape
-        case fnn.Linear():
-            return (shape[0], layer.n_out)
-        case fnn.Flatten():
-            return (shape[0], int(np.prod(shape[1:], dtype=np.int64)))
-        case (fnn.SoftMax() | fnn.LogSoftMax() | fnn.BatchNormalization()
-              | fnn.ChannelwiseScaling() | fnn.Dropout() | fnn.ReLU() | fnn.LeakyReLU()
-              | fnn.ELU() | fnn.SoftPlus() | fnn.Tanh() | fnn.Sigmoid() | fnn.GELU()
-              | fnn.Identity() | fnn.BatchNorm2d() | fnn.LayerNorm() | fnn.Residual()):
-            return shape
-    raise NotImplementedError(f"no output shape rule for {layer!r}")
-
-
-def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
-    """How far the inputs of the non-differentiable layers inside ``layer`` are from a kink:
-    min |input| for ReLU, LeakyReLU and ELU with alpha != 1, the smallest gap between the two
-    largest values of a window for MaxPool1d and MaxPool2d, inf for smooth layers; a Sequential
-    is followed child by child, a Residual into its inner layer. A finite-difference check with
-    step eps means something only where this is well above eps."""
-    match layer:
-        case fnn.Sequential():
-            distance = np.inf
-            for child, p, s in zip(layer.layers, params, state):
-                distance = min(distance, kink_distance(child, p, s, x))
-                x = child.forward(p, s, x)[0]
-            return distance
-        case fnn.Residual():
-            return kink_distance(layer.layer, params, state, x)
-        case fnn.ReLU() | fnn.LeakyReLU():
-            return float(np.abs(x).min(initial=np.inf))
-        case fnn.ELU() if layer.alpha != 1.0:
-            return float(np.abs(x).min(initial=np.inf))
-        case fnn.MaxPool2d() | fnn.MaxPool1d() if layer.window().kernel not in ((1,), (1, 1)):
-            x = x if x.ndim == 4 else x[:, :, None, :]
-            window = layer.window().as_2d()
-            k, s, p = window.kernel, window.stride, window.padding
-            n, c, h, w = (*x.shape[:2], *window.out_sizes(x.shape[2:]))
-            xpad = np.pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2), constant_values=-np.inf)
-            windows = np.lib.stride_tricks.sliding_window_view(xpad, k, axis=(2, 3))
-            windows = windows[:, :, ::s[0], ::s[1]][:, :, :h, :w]
-            top = np.sort(windows.reshape(n, c, h, w, k[0] * k[1]), axis=-1)
-            return float((top[..., -1] - top[..., -2]).min(initial=np.inf))
-    return np.inf
-
-
-def training_flags(state: Any) -> list[bool]:
-    """The ``training`` field of every record in a state tree, depth first."""
-    if tree.is_leaf(state):
-        return []
-    own = [state.training] if attrs.has(type(state)) and hasattr(state, "training") else []
-    children = (list(state) if isinstance(state, (tuple, list))
-                else [getattr(state, f.name) for f in attrs.fields(type(state))])
-    return own + [flag for child in children for flag in training_flags(child)]
+    params, state, x = draw(layer_examples(
+        layer, sample_shape, mode=case.mode, unique=case.unique_values, dtype=dtype,
+        min_batch=min_batch, max_batch=max_batch))
+    return Example(case, layer, params, state, x)

@@ -46,6 +46,8 @@ BAD_SHAPES = [
     (fnn.Flatten(), (), "(N, ...)"),
     # the child raises, about the shape it sees: (2, 6) after Flatten
     (fnn.Sequential([fnn.Flatten(), fnn.Linear(4, 2)]), (2, 2, 3), "(N, 4)"),
+    (fnn.GroupNorm(2, 4), (2, 3, 5), "(N, 4, *)"),
+    (fnn.GroupNorm(2, 4), (4,), "(N, 4)"),
 ]
 
 
@@ -198,6 +200,8 @@ def test_batchnorm_refuses_an_empty_training_batch(layer, shape):
     (fnn.Linear(3, 2), (0, 3), (0, 2)),
     (fnn.SoftMax(), (0, 4), (0, 4)),
     (fnn.Dropout(0.5), (0, 4), (0, 4)),
+    (fnn.GroupNorm(2, 4), (0, 4, 3), (0, 4, 3)),
+    (fnn.GroupNorm(2, 4, affine=False), (2, 4, 0), (2, 4, 0)),
 ])
 def test_empty_batch_gives_an_empty_output(layer, shape, out):
     params, state = layer.init(0)
@@ -275,6 +279,10 @@ BAD_HYPER = [
     ("Adam", lambda: fnn.Adam(beta2=-0.5)),
     ("Adam", lambda: fnn.Adam(epsilon=-1e-8)),
     ("Adam", lambda: fnn.Adam(learning_rate=True)),
+    ("GroupNorm", lambda: fnn.GroupNorm(2, 3)),
+    ("GroupNorm", lambda: fnn.GroupNorm(0, 3)),
+    ("GroupNorm", lambda: fnn.GroupNorm(1, 3, eps=-1e-5)),
+    ("GroupNorm", lambda: fnn.GroupNorm(1, 3, affine=1)),
 ]
 
 
@@ -292,3 +300,12 @@ def test_valid_edge_hyperparameters():
     fnn.MaxPool2d(1)
     fnn.SGDMomentum(learning_rate=0.0)
     fnn.Linear(np.int64(2), 3)
+
+
+def test_groupnorm_output_shape():
+    layer = fnn.GroupNorm(2, 4)
+    assert layer.output_shape((3, 4)) == (3, 4) and layer.output_shape((1, 4, 2, 5)) == (1, 4, 2, 5)
+    for bad, expected in (((3,), r"\(N, 4\)"), ((3, 5, 2), r"\(N, 4, \*\)")):
+        with pytest.raises(ValueError, match=r"GroupNorm\(num_groups=2, num_channels=4\): "
+                                             r"expected input of shape " + expected):
+            layer.output_shape(bad)
