@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fnn.optim import adam_leaf, adam_step_size, sgd_momentum_leaf
+from fnn._optim_kernels import adam_leaf, adam_step_size, sgd_momentum_leaf
 
 __all__ = ["sgd_momentum", "adam_optimizer"]
 

@@ -34,7 +34,7 @@ from .losses import (
     NLLLoss,
 )
 from .normalization import BatchNorm2d, BatchNormalization, LayerNorm
-from .optim import SGD, Adam, AdamW, RMSprop, SGDMomentum, clip_by_global_norm
+from .optim import SGD, Adam, AdamW, Lion, RMSprop, SGDMomentum, clip_by_global_norm
 from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from .sequential import Residual, Sequential
 from .shape import Flatten
@@ -54,4 +54,5 @@ __all__ = [
     "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
     "AvgPool2d", "GlobalAvgPool2d",
+    "Lion",
 ]

@@ -141,6 +141,14 @@ def in_range(low: float, high: float, *, high_open: bool = True):
     return check
 
 
+def positive_real(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Validator: a finite real number > 0."""
+    finite_real(instance, attribute, value)
+    if value <= 0:
+        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be positive, got "
+                         f"{value!r}")
+
+
 def cast_like(a: np.ndarray, like: np.ndarray) -> np.ndarray:
     """``a`` in ``like``'s dtype (no copy when it already is)."""
     return a.astype(like.dtype, copy=False)

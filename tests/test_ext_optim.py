@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 import fnn
 from fnn import schedules, tree
 from fnn.linear import LinearParams
-from fnn.optim import decay_mask, leaf_paths, rank_at_least_2
+from fnn.optim import decay_mask, rank_at_least_2
+from fnn.tree import paths as leaf_paths
 from fnn.testing import read_only
 
 
