@@ -103,10 +103,10 @@ def first_difference(got: Any, like: Any,
     kids_got, kids_like = _children(got), _children(like)
     if type(got) is not type(like) or len(kids_got) != len(kids_like):
         return (), got, like
-    for key, g, k in zip(_keys(like), kids_got, kids_like):
+    for i, (g, k) in enumerate(zip(kids_got, kids_like)):
         found = first_difference(g, k, same_leaf)
-        if found is not None:
-            return ((key, *found[0]), *found[1:])
+        if found is not None:  # the keys are only looked up here
+            return ((_keys(like)[i], *found[0]), *found[1:])
     return None
 
 
