@@ -126,6 +126,8 @@ class DecoupledWeightDecay:
 # --- the optimizer base ---------------------------------------------------------------------
 
 def _describe_node(node: Any) -> str:
+    if node is None:
+        return "None"
     if isinstance(node, np.ndarray):
         return f"an array of shape {node.shape} and dtype {node.dtype}"
     if tree.is_leaf(node):

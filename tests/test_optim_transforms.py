@@ -1,173 +1,21 @@
-"""SGD, AdamW, RMSprop, clip_by_global_norm, weight-decay masks and the learning-rate schedules:
-steps by hand, trees, dtypes, purity, the learning rate in the state, masks, agreement with the
-classic SGDMomentum and Adam where the formulas meet, save/load, errors."""
+"""What the optimizers share beyond their rules: state records, the learning rate (floats and
+schedules, checked at update), weight-decay masks, clipping, the transformations and chain,
+hyperparameter checks, save/load. The generic tests of every optimizer are in test_optim.py."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import attrs
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from optim_cases import Block, a_tree, run
 
 import fnn
 from fnn import schedules, tree
 from fnn.linear import LinearParams
 from fnn.optim import decay_mask, rank_at_least_2
-from fnn.tree import paths as leaf_paths
-from fnn.testing import read_only
-
-
-def run(opt: Any, params: Any, grads: list) -> tuple[Any, Any]:
-    state = opt.init(params)
-    for g in grads:
-        params, state = opt.update(params, g, state)
-    return params, state
-
-
-@attrs.frozen
-class Block:
-    w: np.ndarray
-    rest: list
-
-
-def a_tree(dtype: Any = np.float64, seed: int = 3) -> tuple:
-    """A params-like tree of tuples, lists and attrs records (and an empty entry)."""
-    r = fnn.generator(seed)
-    a = lambda *shape: r.standard_normal(shape).astype(dtype)  # noqa: E731
-    return (LinearParams(W=a(2, 3), b=a(2)), (), [a(4), Block(w=a(1, 2), rest=[a(3)])])
-
-
-OPTIMIZERS = {
-    "sgd": fnn.SGD(0.1),
-    "sgd-nesterov-decay": fnn.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.1),
-    "sgd-dampening": fnn.SGD(0.1, momentum=0.5, dampening=0.5),
-    "adamw": fnn.AdamW(0.01),
-    "adamw-masked": fnn.AdamW(0.01, weight_decay=0.5, weight_decay_mask=rank_at_least_2),
-    "rmsprop": fnn.RMSprop(),
-    "rmsprop-all": fnn.RMSprop(momentum=0.9, centered=True, weight_decay=0.1),
-    "scheduled": fnn.AdamW(schedules.WarmupCosineDecay(0.1, total_steps=5, warmup_steps=2)),
-}
-CLIPPED = {f"{k}-clipped": attrs.evolve(o, max_grad_norm=0.5) for k, o in OPTIMIZERS.items()}
-ALL = {**OPTIMIZERS, **CLIPPED}
-
-
-# --- steps by hand ----------------------------------------------------------------------------
-
-def test_sgd_steps_by_hand():
-    w, g1, g2 = np.array([1.0, -2.0]), np.array([1.0, 2.0]), np.array([-1.0, 0.5])
-    # plain with weight decay: g + wd*w
-    (got,), _ = run(fnn.SGD(0.1, weight_decay=0.5), (w,), [(g1,)])
-    np.testing.assert_allclose(got, w - 0.1 * (g1 + 0.5 * w), rtol=1e-15)
-    # momentum: b1 = g1 (no dampening at the first step), b2 = 0.9 b1 + 0.75 g2
-    (got,), state = run(fnn.SGD(0.1, momentum=0.9, dampening=0.25), (w,), [(g1,), (g2,)])
-    b2 = 0.9 * g1 + 0.75 * g2
-    np.testing.assert_allclose(state.momentum_buffer[0], b2, rtol=1e-15)
-    np.testing.assert_allclose(got, w - 0.1 * g1 - 0.1 * b2, rtol=1e-15)
-    # nesterov: step with g + momentum*b
-    (got,), _ = run(fnn.SGD(0.1, momentum=0.9, nesterov=True), (w,), [(g1,), (g2,)])
-    b2 = 0.9 * g1 + g2
-    np.testing.assert_allclose(got, w - 0.1 * (g1 + 0.9 * g1) - 0.1 * (g2 + 0.9 * b2),
-                               rtol=1e-15)
-
-
-def test_adamw_first_step_by_hand():
-    """At t = 1 the bias-corrected m/sqrt(v) is g/|g|: the step is lr·sign(g) (up to
-    epsilon), after w shrank by (1 - lr·wd)."""
-    w, g = np.array([1.0, -2.0, 3.0]), np.array([0.5, -4.0, 0.0])
-    with np.errstate(invalid="ignore"):
-        (got,), state = run(fnn.AdamW(0.01, weight_decay=0.1, epsilon=0.0), (w,), [(g,)])
-    shrunk = w * (1 - 0.01 * 0.1)
-    np.testing.assert_allclose(got[:2], shrunk[:2] - 0.01 * np.sign(g[:2]), rtol=1e-15)
-    assert np.isnan(got[2])  # 0/0 with epsilon = 0, as torch
-    np.testing.assert_allclose(state.m[0], 0.1 * g, rtol=1e-15)
-    np.testing.assert_allclose(state.v[0], 0.001 * g * g, rtol=1e-15)
-
-
-def test_rmsprop_steps_by_hand():
-    w, g = np.array([1.0, -2.0]), np.array([0.5, -4.0])
-    (got,), state = run(fnn.RMSprop(0.01, alpha=0.9, epsilon=0.0), (w,), [(g,)])
-    np.testing.assert_allclose(state.square_avg[0], 0.1 * g * g, rtol=1e-15)
-    np.testing.assert_allclose(got, w - 0.01 * g / np.sqrt(0.1 * g * g), rtol=1e-15)
-    (got,), state = run(fnn.RMSprop(0.01, alpha=0.9, epsilon=0.0, centered=True), (w,), [(g,)])
-    np.testing.assert_allclose(state.grad_avg[0], 0.1 * g, rtol=1e-15)
-    np.testing.assert_allclose(got, w - 0.01 * g / np.sqrt(0.1 * g * g - 0.01 * g * g),
-                               rtol=1e-14)
-    assert state.momentum_buffer is None
-
-
-# --- where the torch forms meet the classic ones -----------------------------------------------
-
-@given(lr=st.floats(1e-3, 0.5), momentum=st.floats(0.0, 0.95))
-def test_sgd_equals_classic_sgd_momentum_for_a_constant_rate(lr, momentum):
-    params, grads = a_tree(), [a_tree(seed=s) for s in range(5)]
-    ours, _ = run(fnn.SGD(lr, momentum=momentum), params, grads)
-    classic, _ = run(fnn.SGDMomentum(lr, momentum=momentum), params, grads)
-    for a, b in zip(tree.leaves(ours), tree.leaves(classic)):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-
-
-def test_adamw_without_decay_or_epsilon_equals_classic_adam():
-    """The two forms differ only in where epsilon goes (see docs/layers.md)."""
-    params, grads = a_tree(), [a_tree(seed=s) for s in range(5)]
-    ours, state = run(fnn.AdamW(0.01, weight_decay=0.0, epsilon=0.0), params, grads)
-    classic, classic_state = run(fnn.Adam(0.01, epsilon=0.0), params, grads)
-    for a, b in zip(tree.leaves((ours, state.m, state.v)),
-                    tree.leaves((classic, classic_state.m, classic_state.v))):
-        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
-
-
-# --- trees, dtypes, purity ----------------------------------------------------------------------
-
-@pytest.mark.parametrize("name", OPTIMIZERS)
-def test_update_over_trees_equals_update_of_each_leaf(name):
-    opt = OPTIMIZERS[name]
-    params, grads = a_tree(), tree.map(lambda p: -p, a_tree())
-    new, state = run(opt, params, [grads, grads])
-    tree.map(lambda u, v: u, params, new)  # the same structure
-    assert isinstance(new[0], LinearParams) and isinstance(new[2][1], Block)
-    mask = tree.leaves(decay_mask(opt.weight_decay_mask, params))
-    for p, g, got, decayed in zip(tree.leaves(params), tree.leaves(grads), tree.leaves(new),
-                                  mask):
-        alone_opt = opt if decayed else attrs.evolve(opt, weight_decay=0.0)
-        (alone,), _ = run(alone_opt, (p,), [(g,), (g,)])
-        np.testing.assert_array_equal(got, alone)
-
-
-@pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("grad_dtype", [np.float32, np.float64])
-def test_update_keeps_param_dtype(name, dtype, grad_dtype):
-    opt = ALL[name]
-    params, grads = a_tree(dtype), a_tree(grad_dtype, seed=4)
-    new, state = run(opt, params, [grads, grads])
-    arrays = [a for a in tree.leaves((new, state)) if isinstance(a, np.ndarray)]
-    assert arrays and all(a.dtype == dtype for a in arrays)
-    assert type(state.learning_rate) is float and state.t == 2
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_update_is_pure(name):
-    opt = ALL[name]
-    params, grads = a_tree(), a_tree(seed=5)
-    state = opt.init(params)
-    for _ in range(2):  # past the first step (SGD's buffer starts as a copy of g)
-        state1 = opt.update(params, grads, state)[1]
-        originals = tree.map(lambda a: a.copy() if isinstance(a, np.ndarray) else a,
-                             (params, grads, state1))
-        frozen = read_only((params, grads, state1))
-        out = opt.update(*frozen)
-        again = opt.update(*frozen)
-        for u, v in zip(tree.leaves((originals, out)), tree.leaves((frozen, again))):
-            np.testing.assert_array_equal(u, v)
-        inputs = [b for b in tree.leaves(frozen) if isinstance(b, np.ndarray)]
-        for a in tree.leaves(out):
-            if isinstance(a, np.ndarray):
-                assert not any(np.may_share_memory(a, b) for b in inputs)
-        state = state1
+from fnn.transforms import AddDecayedWeights, ClipByGlobalNorm, DecoupledWeightDecay
 
 
 def test_state_records():
@@ -176,6 +24,25 @@ def test_state_records():
     state = fnn.RMSprop(momentum=0.5).init(params)
     assert state.grad_avg is None and state.momentum_buffer is not None
     assert isinstance(fnn.AdamW().init(params), fnn.optim.AdamWState)
+    state = fnn.Lion().init(params)
+    assert isinstance(state, fnn.optim.LionState) and (state.t, state.learning_rate) == (0, 1e-4)
+    assert all(not m.any() for m in tree.leaves(state.m))
+
+
+@pytest.mark.parametrize("rate", [-0.1, np.nan, np.inf, "0.1", None, True])
+def test_a_schedule_giving_a_bad_rate_raises(rate):
+    """At init for step 0; at update for a later step (the state keeps the next rate)."""
+    params = a_tree()
+    with pytest.raises(ValueError, match=r"AdamW: the learning-rate schedule .* gave .* at "
+                                         r"step 0"):
+        fnn.AdamW(lambda step: rate).init(params)
+    opt = fnn.SGD(lambda step: 0.1 if step < 2 else rate, momentum=0.9)
+    params, state = run(opt, params, [params])
+    with pytest.raises(ValueError, match="at step 2; a rate must be a finite number >= 0"):
+        opt.update(params, params, state)
+    with pytest.raises(ValueError, match="at step 2"):
+        fnn.optim.chain(ClipByGlobalNorm(1.0), opt).update(
+            params, params, attrs.evolve(state, t=2))
 
 
 # --- the learning rate: floats and schedules --------------------------------------------------
@@ -244,7 +111,7 @@ def test_schedules_check_the_step(step):
 # --- weight-decay masks -----------------------------------------------------------------------
 
 def test_leaf_paths():
-    assert leaf_paths(a_tree()) == [(0, "W"), (0, "b"), (2, 0), (2, 1, "w"), (2, 1, "rest", 0)]
+    assert tree.paths(a_tree()) == [(0, "W"), (0, "b"), (2, 0), (2, 1, "w"), (2, 1, "rest", 0)]
 
 
 @pytest.mark.parametrize("opt", [fnn.SGD(0.1, momentum=0.9, weight_decay=0.3),
@@ -339,6 +206,34 @@ def test_bad_hyperparameters_raise_at_construction(make):
         make()
 
 
+@pytest.mark.parametrize("make, where", [
+    (lambda: fnn.SGD(0.1, nesterov=1), "SGD: nesterov"),
+    (lambda: fnn.SGD(0.1, momentum="0.9"), "SGD: momentum"),
+    (lambda: fnn.RMSprop(centered="yes"), "RMSprop: centered"),
+    (lambda: fnn.RMSprop("fast"), "RMSprop: learning_rate"),
+    (lambda: fnn.AdamW(max_grad_norm=-1.0), "AdamW: max_grad_norm"),
+    (lambda: fnn.Adam(beta2=np.nan), "Adam: beta2"),
+    (lambda: fnn.SGDMomentum(0.1, momentum=1.0), "SGDMomentum: momentum"),
+    (lambda: fnn.Lion(beta1=1.0), "Lion: beta1"),
+    (lambda: fnn.Lion(weight_decay=-0.1), "Lion: weight_decay"),
+    (lambda: fnn.Lion(max_grad_norm=0.0), "Lion: max_grad_norm"),
+    (lambda: ClipByGlobalNorm(0.0), "ClipByGlobalNorm: max_norm"),
+    (lambda: ClipByGlobalNorm(True), "ClipByGlobalNorm: max_norm"),
+    (lambda: AddDecayedWeights(-1.0), "AddDecayedWeights: weight_decay"),
+    (lambda: DecoupledWeightDecay(np.inf), "DecoupledWeightDecay: weight_decay"),
+])
+def test_every_hyperparameter_error_is_a_value_error_naming_class_and_field(make, where):
+    with pytest.raises(ValueError, match=where):
+        make()
+
+
+def test_hyperparameters_are_inspectable_and_named_as_in_the_homework():
+    assert attrs.asdict(fnn.SGDMomentum(learning_rate=0.1, momentum=0.9)) == {
+        "learning_rate": 0.1, "momentum": 0.9}
+    assert attrs.asdict(fnn.Adam()) == {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999,
+                                        "epsilon": 1e-8}
+
+
 def test_hyperparameters_are_inspectable():
     assert attrs.asdict(fnn.AdamW()) == {
         "learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8,
@@ -356,6 +251,92 @@ def test_spec_and_state_round_trip_through_save_and_load(tmp_path):
     loaded = fnn.load(tmp_path / "m.npz")
     assert loaded.optimizer == opt
     assert loaded.opt_state.t == 3 and loaded.opt_state.learning_rate == state.learning_rate
+    new, _ = opt.update(params, params, state)
+    again, _ = loaded.optimizer.update(loaded.params, loaded.params, loaded.opt_state)
+    for a, b in zip(tree.leaves(new), tree.leaves(again)):
+        np.testing.assert_array_equal(a, b)
+
+
+# --- transformations and chain ------------------------------------------------------------------
+
+def assert_same_run(a, b, steps=3):
+    params, grads = a_tree(), [a_tree(seed=s) for s in range(20, 20 + steps)]
+    (pa, sa), (pb, sb) = run(a, params, grads), run(b, params, grads)
+    for x, y in zip(tree.leaves((pa, sa)), tree.leaves((pb, sb)), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("shorthand, chained", [
+    (fnn.SGD(0.1, momentum=0.9, max_grad_norm=0.5),
+     fnn.optim.chain(ClipByGlobalNorm(0.5), fnn.SGD(0.1, momentum=0.9))),
+    (fnn.RMSprop(weight_decay=0.1, weight_decay_mask=rank_at_least_2, max_grad_norm=0.3),
+     fnn.optim.chain(ClipByGlobalNorm(0.3), AddDecayedWeights(0.1, rank_at_least_2),
+                     fnn.RMSprop())),
+    (fnn.AdamW(0.01, weight_decay=0.3),
+     fnn.optim.chain(DecoupledWeightDecay(0.3), fnn.AdamW(0.01, weight_decay=0.0))),
+    (fnn.Lion(0.01, weight_decay=0.3, weight_decay_mask=rank_at_least_2),
+     fnn.optim.chain(DecoupledWeightDecay(0.3, rank_at_least_2), fnn.Lion(0.01))),
+], ids=["sgd-clip", "rmsprop-clip-l2", "adamw-decoupled", "lion-decoupled"])
+def test_shorthands_are_the_transformations(shorthand, chained):
+    assert_same_run(shorthand, chained)
+    assert shorthand.transforms() == chained.transforms + chained.optimizer.transforms()
+
+
+def test_transforms_by_hand_and_in_order():
+    w, g = np.array([3.0, -4.0]), np.array([6.0, 8.0])  # |g| = 10
+    (got,), _ = run(fnn.optim.chain(ClipByGlobalNorm(1.0), AddDecayedWeights(0.5),
+                                    fnn.SGD(0.1)), (w,), [(g,)])
+    np.testing.assert_allclose(got, w - 0.1 * (g * (1.0 / (10 + 1e-6)) + 0.5 * w), rtol=1e-15)
+    # decay first: the clipped norm is that of g + 0.5 w = (7.5, 6)
+    (got,), _ = run(fnn.optim.chain(AddDecayedWeights(0.5), ClipByGlobalNorm(1.0),
+                                    fnn.SGD(0.1)), (w,), [(g,)])
+    d = g + 0.5 * w
+    np.testing.assert_allclose(got, w - 0.1 * d / (np.hypot(*d) + 1e-6), rtol=1e-15)
+    # on a classic optimizer too: clipped Adam is Adam of the clipped gradient
+    clipped = fnn.optim.chain(ClipByGlobalNorm(1.0), fnn.Adam(0.01))
+    (a,), sa = run(clipped, (w,), [(g,)])
+    (b,), sb = run(fnn.Adam(0.01), (w,), [(g * (1.0 / (10 + 1e-6)),)])
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(sa.m[0], sb.m[0])
+
+
+def test_the_shorthands_as_transformations():
+    assert fnn.SGD(0.1, weight_decay=0.1, max_grad_norm=1.0).transforms() == (
+        ClipByGlobalNorm(1.0), AddDecayedWeights(0.1, None))
+    assert fnn.AdamW().transforms() == (DecoupledWeightDecay(0.01, None),)
+    assert fnn.Adam().transforms() == fnn.Lion().transforms() == ()
+
+
+def test_chain_checks_before_transforming():
+    opt = fnn.optim.chain(ClipByGlobalNorm(1.0), fnn.SGD(0.1))
+    params = (np.zeros(3),)
+    with pytest.raises(ValueError, match=r"SGD.update: grads\[0\] has shape \(1, 3\)"):
+        opt.update(params, (np.ones((1, 3)),), opt.init(params))
+    with pytest.raises(TypeError, match="state must be the SGDBufferState"):
+        opt.update(params, params, fnn.Adam().init(params))
+
+
+@pytest.mark.parametrize("parts", [(), (fnn.SGD(0.1), ClipByGlobalNorm(1.0)),
+                                   (ClipByGlobalNorm(1.0), "clip", fnn.SGD(0.1)),
+                                   (fnn.Adam(), fnn.SGD(0.1))])
+def test_bad_chains_are_refused(parts):
+    with pytest.raises(ValueError, match="chain"):
+        fnn.optim.chain(*parts)
+
+
+def test_clip_refuses_non_real_gradients():
+    with pytest.raises(TypeError, match=r"clip_by_global_norm: grads\[1\] has dtype complex"):
+        fnn.clip_by_global_norm([np.ones(2), np.ones(2, complex)], 1.0)
+
+
+def test_chain_and_lion_round_trip_through_save_and_load(tmp_path):
+    opt = fnn.optim.chain(ClipByGlobalNorm(1.0), DecoupledWeightDecay(0.1, (True, False)),
+                          fnn.Lion(0.01))
+    params = (np.ones((2, 2)), np.zeros(2))
+    params, state = run(opt, params, [tree.map(np.ones_like, params)] * 2)
+    fnn.save(tmp_path / "m.npz", params, opt_state=state, optimizer=opt)
+    loaded = fnn.load(tmp_path / "m.npz")
+    assert loaded.optimizer == opt and loaded.opt_state.t == 2
     new, _ = opt.update(params, params, state)
     again, _ = loaded.optimizer.update(loaded.params, loaded.params, loaded.opt_state)
     for a, b in zip(tree.leaves(new), tree.leaves(again)):
