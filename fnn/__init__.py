@@ -38,6 +38,7 @@ from .optim import SGD, Adam, AdamW, Lion, RMSprop, SGDMomentum, clip_by_global_
 from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from .sequential import Residual, Sequential
 from .shape import Flatten
+from .summarize import summary
 from .train import fit
 from .tree import eval_mode, train_mode
 
@@ -53,6 +54,6 @@ __all__ = [
     "CrossEntropy", "NLLLoss", "BCEWithLogits", "L1", "Huber",
     "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
-    "AvgPool2d", "GlobalAvgPool2d",
+    "AvgPool2d", "GlobalAvgPool2d", "summary",
     "Lion",
 ]

@@ -14,7 +14,7 @@ import attrs
 import numpy as np
 from scipy.special import expit, ndtr
 
-from .core import Layer, as_float_array, expect_shape, finite_real, real_float
+from .core import Layer, as_float_array, expect_shape, finite_real, real_float, spec
 
 __all__ = ["ActivationCache", "SoftMax", "LogSoftMax", "ReLU", "LeakyReLU", "ELU", "SoftPlus",
            "Tanh", "Sigmoid", "GELU", "Identity"]
@@ -32,29 +32,48 @@ class ActivationCache:
 class _Activation(Layer):
     """Shared forward/backward plumbing; subclasses define ``_f`` and ``_df``.
 
-    ``_f(x) -> y`` and ``_df(x, y, dy) -> dx``. ``_keep`` names what the cache keeps.
+    ``_f(x) -> y`` and ``_df(x, y, dy) -> dx`` on arrays of rank >= 1 (a 0-d input is computed
+    as shape (1,) and returned 0-d). ``_keep`` names what the cache keeps; an output that the
+    cache keeps is returned read-only, so that changing it in place cannot silently change the
+    next backward.
     """
 
     _keep = ("x",)
     _shape: tuple | None = None  # an expected shape, or None for any shape
 
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self._shape is not None:
+            return expect_shape(self, input_shape, self._shape)
+        return tuple(input_shape)
+
     def forward(self, params: Any, state: Any, x: np.ndarray) -> tuple[np.ndarray, ActivationCache]:
+        """Inputs: params and state ``()``, x of any shape (SoftMax, LogSoftMax: (N, C)).
+
+        Returns y of x's shape and dtype and an :class:`ActivationCache`."""
         x = as_float_array(self, x)
         if self._shape is not None:
             expect_shape(self, x, self._shape)
-        y = self._f(x)
+        y = self._f(x.reshape(1)).reshape(()) if x.ndim == 0 else self._f(x)
+        if "y" in self._keep:
+            y.flags.writeable = False
         return y, ActivationCache(x=x if "x" in self._keep else None,
                                   y=y if "y" in self._keep else None, state=state)
 
     def backward(self, params: Any, cache: ActivationCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, tuple]:
+        """Inputs: params, the forward's cache, dy of the output's shape.
+
+        Returns dx (the input's shape, dy's dtype) and ``()``."""
         ref = cache.x if cache.x is not None else cache.y
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, ref.shape, "gradient")
+        if dy.ndim == 0:
+            flat = [None if a is None else a.reshape(1) for a in (cache.x, cache.y)]
+            return self._df(*flat, dy.reshape(1)).reshape(()), ()
         return self._df(cache.x, cache.y, dy), ()
 
 
-@attrs.frozen
+@spec
 class SoftMax(_Activation):
     """y_ij = exp(x_ij - m_i) / sum_k exp(x_ik - m_i), m_i = max_k x_ik; x, y (N, C).
 
@@ -76,7 +95,7 @@ class SoftMax(_Activation):
         return dx
 
 
-@attrs.frozen
+@spec
 class LogSoftMax(_Activation):
     """y_ij = x_ij - m_i - log sum_k exp(x_ik - m_i); x, y (N, C).
 
@@ -98,7 +117,7 @@ class LogSoftMax(_Activation):
         return dx
 
 
-@attrs.frozen
+@spec
 class ReLU(_Activation):
     """y = max(x, 0); dx = dy * (x > 0) (as the classic module; a product with the mask is
     several times faster than ``np.where``). Any shape. The cache holds x."""
@@ -110,7 +129,7 @@ class ReLU(_Activation):
         return np.multiply(dy, x > 0)
 
 
-@attrs.frozen
+@spec
 class LeakyReLU(_Activation):
     """y = x if x > 0 else slope * x (slope default 0.03); dx likewise. Any shape.
 
@@ -131,7 +150,7 @@ class LeakyReLU(_Activation):
         return dy * factor[(x > 0).view(np.uint8)]
 
 
-@attrs.frozen
+@spec
 class ELU(_Activation):
     """y = x if x > 0 else alpha * (exp(x) - 1) (alpha default 1.0); dx = dy * alpha * exp(x)
     for x <= 0. Computed with expm1 as PyTorch does. Any shape. The cache holds x."""
@@ -161,7 +180,7 @@ class ELU(_Activation):
         return np.multiply(dy, factor, out=factor if factor.dtype == dy.dtype else None)
 
 
-@attrs.frozen
+@spec
 class SoftPlus(_Activation):
     """y = log(1 + exp(x)), computed as max(x, 0) + log1p(exp(-|x|)) so that no exp overflows
     and large |x| lose no precision; dx = dy * sigmoid(x). Any shape. The cache holds x."""
@@ -175,7 +194,7 @@ class SoftPlus(_Activation):
         return dy * expit(x)
 
 
-@attrs.frozen
+@spec
 class Tanh(_Activation):
     """y = tanh(x); dx = dy * (1 - y^2). Any shape. The cache holds y."""
 
@@ -188,7 +207,7 @@ class Tanh(_Activation):
         return dy * (1 - y * y)
 
 
-@attrs.frozen
+@spec
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-x)) (scipy's expit: no overflow); dx = dy * y * (1 - y). Any shape.
     The cache holds y."""
@@ -212,7 +231,7 @@ _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _GELU_CUBIC = 0.044715
 
 
-@attrs.frozen
+@spec
 class GELU(_Activation):
     """Gaussian error linear unit, as torch.nn.GELU. Any shape. The cache holds x.
 
@@ -238,7 +257,7 @@ class GELU(_Activation):
         return dy * (ndtr(x) + x * pdf)
 
 
-@attrs.frozen
+@spec
 class Identity(_Activation):
     """y = x (a copy); dx = dy (a copy). Any shape. The cache holds x (to check dy's shape)."""
 
