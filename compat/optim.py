@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fnn._optim_kernels import adam_leaf, adam_step_size, sgd_momentum_leaf
+from fnn.core import FLOAT_DTYPES
 
 __all__ = ["sgd_momentum", "adam_optimizer"]
 
@@ -68,8 +69,8 @@ def _pairs(fn: str, variables: Any, gradients: Any) -> list[tuple[np.ndarray, np
                              f"has {len(gs)}")
         for j, (w, g) in enumerate(zip(ws, gs)):
             where = f"[{k}][{j}]"
-            if not isinstance(w, np.ndarray) or w.dtype.kind != "f" or not w.flags.writeable:
-                raise TypeError(f"{fn}: variables{where} must be a writable floating-point "
+            if not (isinstance(w, np.ndarray) and w.dtype in FLOAT_DTYPES and w.flags.writeable):
+                raise TypeError(f"{fn}: variables{where} must be a writable float32 or float64 "
                                 f"array, got {type(w).__name__} {getattr(w, 'dtype', '')}")
             if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
                 raise TypeError(f"{fn}: gradients{where} must be a floating-point array, got "

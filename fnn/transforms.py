@@ -23,7 +23,7 @@ import attrs
 import numpy as np
 
 from . import tree
-from .core import in_range, positive_real, real_float
+from .core import FLOAT_DTYPES, in_range, positive_real, real_float
 
 __all__ = ["Optimizer", "Chain", "chain", "clip_by_global_norm", "rank_at_least_2",
            "decay_mask", "ClipByGlobalNorm", "AddDecayedWeights", "DecoupledWeightDecay"]
@@ -137,9 +137,9 @@ def _describe_node(node: Any) -> str:
 
 def _fits(w: Any, x: Any) -> bool:
     """A slot or gradient leaf ``x`` fits the param leaf ``w``: both arrays, same shape, w
-    floating and x real."""
+    float32 or float64 and x real."""
     return isinstance(w, np.ndarray) and isinstance(x, np.ndarray) and x.shape == w.shape \
-        and w.dtype.kind == "f" and x.dtype.kind in "fiu"
+        and w.dtype in FLOAT_DTYPES and x.dtype.kind in "fiu"
 
 
 class Optimizer:
@@ -195,9 +195,9 @@ class Optimizer:
     def init(self, params: Any) -> Any:
         """The state before the first update: slots of zeros like ``params``, t = 0."""
         for path, w in tree.items(params):
-            if not (isinstance(w, np.ndarray) and w.dtype.kind == "f"):
+            if not (isinstance(w, np.ndarray) and w.dtype in FLOAT_DTYPES):
                 raise TypeError(f"{type(self).__name__}.init: params{tree.path_str(path)} is "
-                                f"{_describe_node(w)}; params must be floating-point arrays")
+                                f"{_describe_node(w)}; params must be float32 or float64 arrays")
         kw = {name: tree.map(np.zeros_like, params) for name in self.slots()}
         return self.State(**kw, **self._counters(0))
 
@@ -226,9 +226,9 @@ class Optimizer:
                 continue
             path, got, want = found
             where = tree.path_str(path)
-            if isinstance(want, np.ndarray) and want.dtype.kind != "f":
+            if isinstance(want, np.ndarray) and want.dtype not in FLOAT_DTYPES:
                 raise TypeError(f"{name}.update: params{where} is {_describe_node(want)}; "
-                                f"params must be floating-point arrays")
+                                f"params must be float32 or float64 arrays")
             if isinstance(got, np.ndarray) and isinstance(want, np.ndarray) \
                     and got.shape == want.shape:
                 raise TypeError(f"{name}.update: {what}{where} has dtype {got.dtype}, the param "

@@ -144,7 +144,8 @@ def test_state_of_another_configuration_is_refused():
         fnn.Adam().update(params, params, state)
 
 
-@pytest.mark.parametrize("leaf", [np.arange(3), np.ones(3, bool), 1.5, None])
+@pytest.mark.parametrize("leaf", [np.arange(3), np.ones(3, bool), np.ones(3, np.float16), 1.5,
+                                  None])
 def test_params_must_be_floating_arrays(leaf):
     params = (np.ones(2), leaf)
     with pytest.raises(TypeError, match=r"Adam.init: params\[1\] is"):
