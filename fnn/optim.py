@@ -29,6 +29,7 @@ from .transforms import (
     chain,
     clip_by_global_norm,
     decay_mask,
+    mask_field,
     nonneg_field,
     rank_at_least_2,
 )
@@ -52,7 +53,7 @@ def _rate(default: float) -> Any:
 
 
 def _mask_field() -> Any:
-    return attrs.field(default=None, kw_only=True)
+    return mask_field(kw_only=True)
 
 
 def _clip_field() -> Any:

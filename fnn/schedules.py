@@ -52,6 +52,15 @@ def _checked(schedule: Any, step: Any) -> int:
     return int(step)
 
 
+def _scaled_power(scale: float, base: float, exponent: int) -> float:
+    """scale · base^exponent, inf where it overflows a float (a gamma > 1 after many steps;
+    the optimizer then refuses the rate) instead of Python's OverflowError."""
+    try:
+        return scale * base ** exponent
+    except OverflowError:
+        return math.inf if scale else 0.0
+
+
 @attrs.frozen
 class Constant:
     """lr = value at every step."""
@@ -72,7 +81,7 @@ class StepDecay:
     gamma: float = attrs.field(default=0.1, converter=real_float, validator=_nonneg)
 
     def __call__(self, step: int) -> float:
-        return self.init_value * self.gamma ** (_checked(self, step) // self.step_size)
+        return _scaled_power(self.init_value, self.gamma, _checked(self, step) // self.step_size)
 
 
 @attrs.frozen
@@ -83,7 +92,7 @@ class ExponentialDecay:
     gamma: float = attrs.field(converter=real_float, validator=_nonneg)
 
     def __call__(self, step: int) -> float:
-        return self.init_value * self.gamma ** _checked(self, step)
+        return _scaled_power(self.init_value, self.gamma, _checked(self, step))
 
 
 @attrs.frozen

@@ -64,13 +64,32 @@ def decay_mask(mask: Any, params: Any) -> Any:
     if mask is None:
         return tree.map(lambda _: True, params)
     if callable(mask):
-        return tree.unflatten(params, [bool(mask(path, leaf)) for path, leaf in
-                                       tree.items(params)])
-    try:
-        return tree.map(lambda m, _: bool(m), mask, params)
-    except ValueError as err:
-        raise ValueError(f"weight_decay_mask: a tree of bools must have the structure of the "
-                         f"params ({err})") from err
+        flags = [(path, mask(path, leaf)) for path, leaf in tree.items(params)]
+    else:
+        found = tree.first_difference(mask, params)
+        if found is not None:
+            raise ValueError(f"weight_decay_mask: a tree of bools must have the structure of "
+                             f"the params; at mask{tree.path_str(found[0])} it has "
+                             f"{_describe_node(found[1])} where params has "
+                             f"{_describe_node(found[2])}")
+        flags = tree.items(mask)
+    for path, flag in flags:
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"weight_decay_mask: the flag for params{tree.path_str(path)} must "
+                            f"be True or False, got {flag!r}")
+    return tree.unflatten(params, [bool(flag) for _, flag in flags])
+
+
+def _mask_validator(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not (value is None or callable(value) or not tree.is_leaf(value)):
+        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be None, a "
+                         f"predicate (path, leaf) -> bool or a tree of bools like the params, "
+                         f"got {value!r}")
+
+
+def mask_field(**kw: Any) -> Any:
+    """A weight-decay mask field (see :func:`decay_mask`), default None (decay every leaf)."""
+    return attrs.field(default=None, validator=_mask_validator, **kw)
 
 
 def nonneg_field(default: float | None = None) -> Any:
@@ -97,7 +116,7 @@ class AddDecayedWeights:
     ``weight_decay``."""
 
     weight_decay: float = nonneg_field()
-    mask: Any = None
+    mask: Any = mask_field()
 
     def __call__(self, params: Any, grads: Any, learning_rate: float) -> tuple[Any, Any]:
         wd = self.weight_decay
@@ -115,7 +134,7 @@ class DecoupledWeightDecay:
     ``weight_decay``."""
 
     weight_decay: float = nonneg_field()
-    mask: Any = None
+    mask: Any = mask_field()
 
     def __call__(self, params: Any, grads: Any, learning_rate: float) -> tuple[Any, Any]:
         shrink = 1 - learning_rate * self.weight_decay
@@ -260,14 +279,26 @@ class Optimizer:
         return new_params, self.State(**dict(zip(names, slots)), **self._counters(step + 1))
 
 
+def _transforms_validator(instance: Any, attribute: attrs.Attribute, value: tuple) -> None:
+    for t in value:
+        if not callable(t) or isinstance(t, (Optimizer, Chain)):
+            raise ValueError(f"Chain: {t!r} is not a gradient transformation "
+                             f"(params, grads, learning_rate) -> (params, grads)")
+
+
+def _optimizer_validator(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, Optimizer):
+        raise ValueError(f"Chain: the last part must be an fnn.optim.Optimizer, got {value!r}")
+
+
 @attrs.frozen
 class Chain:
     """Gradient transformations, then an optimizer: ``update`` applies each transform in order
     (see :mod:`fnn.transforms`) and then ``optimizer``'s own transforms and rule. The state is
     the optimizer's. Build one with :func:`chain`."""
 
-    transforms: tuple = attrs.field(converter=tuple)
-    optimizer: Optimizer = attrs.field(validator=attrs.validators.instance_of(Optimizer))
+    transforms: tuple = attrs.field(converter=tuple, validator=_transforms_validator)
+    optimizer: Optimizer = attrs.field(validator=_optimizer_validator)
 
     def init(self, params: Any) -> Any:
         return self.optimizer.init(params)
@@ -283,10 +314,6 @@ class Chain:
 def chain(*parts: Any) -> Chain:
     """``chain(transform, ..., optimizer)``: the transforms applied in order before the
     optimizer, e.g. ``chain(ClipByGlobalNorm(1.0), AddDecayedWeights(1e-4), SGD(0.1))``."""
-    if not parts or not isinstance(parts[-1], Optimizer):
-        raise ValueError(f"chain: the last argument must be an optimizer, got "
-                         f"{parts[-1] if parts else None!r}")
-    for p in parts[:-1]:
-        if not callable(p) or isinstance(p, Optimizer):
-            raise ValueError(f"chain: {p!r} is not a gradient transformation")
+    if not parts:
+        raise ValueError("Chain: chain() needs at least an optimizer")
     return Chain(parts[:-1], parts[-1])

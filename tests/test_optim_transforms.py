@@ -320,8 +320,42 @@ def test_chain_checks_before_transforming():
                                    (ClipByGlobalNorm(1.0), "clip", fnn.SGD(0.1)),
                                    (fnn.Adam(), fnn.SGD(0.1))])
 def test_bad_chains_are_refused(parts):
-    with pytest.raises(ValueError, match="chain"):
+    with pytest.raises(ValueError, match="Chain: "):
         fnn.optim.chain(*parts)
+    if parts:
+        with pytest.raises(ValueError, match="Chain: "):
+            fnn.optim.Chain(parts[:-1], parts[-1])
+
+
+@pytest.mark.parametrize("mask, error, match", [
+    ((np.array([1, 0]),), TypeError, r"flag for params\[0\] must be True or False"),
+    ((1,), TypeError, r"flag for params\[0\] must be True or False, got 1"),
+    ([True], ValueError, r"at mask it has a list of 1 where params has a tuple of 1"),
+    (lambda path, leaf: "yes", TypeError, r"flag for params\[0\] must be True or False"),
+])
+def test_bad_masks_are_named(mask, error, match):
+    params = (np.ones(2),)
+    opt = fnn.AdamW(weight_decay_mask=mask)
+    with pytest.raises(error, match=match):
+        opt.update(params, params, opt.init(params))
+
+
+@pytest.mark.parametrize("make", [lambda: fnn.AdamW(weight_decay_mask="W"),
+                                  lambda: fnn.SGD(0.1, weight_decay_mask=1.0),
+                                  lambda: AddDecayedWeights(0.1, mask=True)])
+def test_a_mask_that_is_no_mask_is_refused_at_construction(make):
+    with pytest.raises(ValueError, match="must be None, a predicate"):
+        make()
+
+
+def test_growing_schedules_overflow_to_inf_and_the_optimizer_refuses_it():
+    assert schedules.ExponentialDecay(0.1, gamma=2.0)(2000) == math.inf
+    assert schedules.StepDecay(0.1, step_size=1, gamma=10.0)(400) == math.inf
+    assert schedules.ExponentialDecay(0.0, gamma=2.0)(2000) == 0.0
+    opt, params = fnn.SGD(schedules.ExponentialDecay(0.1, gamma=2.0)), (np.ones(2),)
+    state = attrs.evolve(opt.init(params), t=1999)
+    with pytest.raises(ValueError, match="gave inf at step 1999"):
+        opt.update(params, params, state)
 
 
 def test_clip_refuses_non_real_gradients():
