@@ -7,7 +7,6 @@ is a leaf. Functions here never mutate: they build new containers.
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Callable
 from typing import Any
 
@@ -24,9 +23,11 @@ __all__ = ["is_leaf", "children", "leaves", "paths", "items", "path_str", "first
 def is_leaf(tree: Any) -> bool:
     """True unless ``tree`` is a tuple, a list or an attrs instance; a random :class:`Key` and
     a :class:`~fnn.core.ShapeDtype` are attrs instances but leaves (one atomic value each)."""
-    if isinstance(tree, (Key, ShapeDtype)):
+    if isinstance(tree, np.ndarray):  # the common case first: every walk asks at every node
         return True
-    return not (isinstance(tree, (tuple, list)) or attrs.has(type(tree)))
+    if isinstance(tree, (tuple, list)):
+        return False
+    return isinstance(tree, (Key, ShapeDtype)) or not attrs.has(type(tree))
 
 
 def _keys(tree: Any) -> list:
@@ -34,13 +35,15 @@ def _keys(tree: Any) -> list:
     records."""
     if isinstance(tree, (tuple, list)):
         return list(range(len(tree)))
-    return [f.name for f in attrs.fields(type(tree))]
+    return [f.name for f in type(tree).__attrs_attrs__]
 
 
 def _children(tree: Any) -> list:
     if isinstance(tree, (tuple, list)):
         return list(tree)
-    return [getattr(tree, f.name) for f in attrs.fields(type(tree))]
+    # __attrs_attrs__ is what attrs.fields returns, without its checks: this runs at every
+    # node of every walk
+    return [getattr(tree, f.name) for f in type(tree).__attrs_attrs__]
 
 
 def children(tree: Any) -> list[tuple[int | str, Any]]:
@@ -56,8 +59,7 @@ def _rebuild(tree: Any, children: list) -> Any:
         return children
     if isinstance(tree, tuple):
         return type(tree)(children) if type(tree) is tuple else type(tree)(*children)
-    names = [f.name for f in attrs.fields(type(tree))]
-    return attrs.evolve(tree, **dict(zip(names, children)))
+    return attrs.evolve(tree, **dict(zip(_keys(tree), children)))
 
 
 def leaves(tree: Any) -> list:
@@ -96,12 +98,12 @@ def first_difference(got: Any, like: Any,
     container, and at two leaves for which ``same_leaf(got_leaf, like_leaf)`` is False (by
     default leaves always agree: only the structure is compared). Nothing is allocated.
     """
-    if is_leaf(like) or is_leaf(got):
-        if is_leaf(like) and is_leaf(got) and same_leaf(got, like):
-            return None
+    if is_leaf(like):
+        return None if is_leaf(got) and same_leaf(got, like) else ((), got, like)
+    if type(got) is not type(like):  # a leaf, or a container of another type
         return (), got, like
     kids_got, kids_like = _children(got), _children(like)
-    if type(got) is not type(like) or len(kids_got) != len(kids_like):
+    if len(kids_got) != len(kids_like):
         return (), got, like
     for i, (g, k) in enumerate(zip(kids_got, kids_like)):
         found = first_difference(g, k, same_leaf)
@@ -117,12 +119,14 @@ def map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:  # noqa: A001 - l
             raise ValueError(f"tree structures differ: a leaf ({type(tree).__name__}) where "
                              f"another tree has a container")
         return fn(tree, *rest)
+    groups = [_children(tree)]
     for other in rest:
-        if type(other) is not type(tree) or len(_children(other)) != len(_children(tree)):
+        kids = _children(other) if type(other) is type(tree) else None
+        if kids is None or len(kids) != len(groups[0]):
             raise ValueError(f"tree structures differ: {type(tree).__name__} with "
-                             f"{len(_children(tree))} children vs {type(other).__name__}")
-    kids = [map(fn, *group) for group in zip(_children(tree), *builtins.map(_children, rest))]
-    return _rebuild(tree, kids)
+                             f"{len(groups[0])} children vs {type(other).__name__}")
+        groups.append(kids)
+    return _rebuild(tree, [map(fn, *group) for group in zip(*groups)])
 
 
 def unflatten(like: Any, new_leaves: list) -> Any:
