@@ -83,6 +83,8 @@ class _Shorthands:
 
 @attrs.frozen
 class SGDState:
+    """The state of :class:`SGDMomentum`: v, a tree like params."""
+
     accumulated_grads: Any  # a tree like params
 
 
@@ -104,6 +106,8 @@ class SGDMomentum(Optimizer):
 
 @attrs.frozen
 class AdamState:
+    """The state of :class:`Adam`: the step count and the two moment trees."""
+
     t: int  # number of steps taken
     m: Any  # first moments, a tree like params
     v: Any  # second moments, a tree like params
@@ -140,6 +144,8 @@ class Adam(Optimizer):
 
 @attrs.frozen
 class SGDBufferState:
+    """The state of :class:`SGD` (the buffer is None without momentum)."""
+
     t: int  # number of updates taken
     learning_rate: float  # the next update's learning rate
     momentum_buffer: Any = None  # a tree like params (None without momentum)
@@ -187,6 +193,8 @@ class SGD(_Shorthands, Optimizer):
 
 @attrs.frozen
 class AdamWState:
+    """The state of :class:`AdamW`."""
+
     t: int  # number of updates taken
     learning_rate: float  # the next update's learning rate
     m: Any  # first moments, a tree like params
@@ -231,6 +239,8 @@ class AdamW(_Shorthands, Optimizer):
 
 @attrs.frozen
 class RMSpropState:
+    """The state of :class:`RMSprop` (unused buffers are None)."""
+
     t: int  # number of updates taken
     learning_rate: float  # the next update's learning rate
     square_avg: Any  # moving average of g², a tree like params
@@ -280,6 +290,8 @@ class RMSprop(_Shorthands, Optimizer):
 
 @attrs.frozen
 class LionState:
+    """The state of :class:`Lion`."""
+
     t: int  # number of updates taken
     learning_rate: float  # the next update's learning rate
     m: Any  # moving average of g, a tree like params

@@ -193,6 +193,8 @@ class Optimizer:
         return ()
 
     def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
+        """``(new w, *new slots)`` for one array leaf (see the class docstring): w, g and the
+        slots all of w's shape and dtype; new arrays, the inputs untouched."""
         raise NotImplementedError(f"{type(self).__name__} does not define rule")
 
     def learning_rate_at(self, step: int) -> float:
@@ -301,12 +303,16 @@ class Chain:
     optimizer: Optimizer = attrs.field(validator=_optimizer_validator)
 
     def init(self, params: Any) -> Any:
+        """The optimizer's initial state."""
         return self.optimizer.init(params)
 
     def learning_rate_at(self, step: int) -> float:
+        """The optimizer's learning rate after ``step`` updates."""
         return self.optimizer.learning_rate_at(step)
 
     def update(self, params: Any, grads: Any, state: Any) -> tuple[Any, Any]:
+        """``(new params, new state)``: the optimizer's checks, then the transformations in
+        order, then the optimizer's own transformations and rule."""
         self.optimizer.check(params, grads, state)
         return self.optimizer._update(params, grads, state, self.transforms)
 
