@@ -23,7 +23,7 @@ __all__ = [
     # keys
     "Key", "as_key", "split_key", "generator",
     # the layer base, the spec decorator, shape-only descriptions and their checks
-    "Layer", "spec", "spec_repr", "ShapeDtype", "check_tree",
+    "Layer", "spec", "spec_repr", "ShapeDtype", "check_tree", "backward_params",
     # input checks
     "FLOAT_DTYPES", "as_float_array", "expect_shape", "shape_str", "cast_like",
     # hyperparameter converters, validators and fields (for specs of your own)
@@ -254,12 +254,15 @@ def _is_default(value: Any, default: Any, instance: Any) -> bool:
     return type(value) is type(default) and bool(value == default)
 
 
-def spec(cls: type) -> type:
+def spec(cls: type | None = None, **options: Any) -> Any:
     """Class decorator for every fnn spec (layer, criterion, optimizer): a frozen attrs class
     (hyperparameters only, hashable, compared by value) with the :func:`spec_repr` policy
-    (defaults hidden) unless the class defines its own ``__repr__``."""
+    (defaults hidden) unless the class defines its own ``__repr__``. ``@spec`` or
+    ``@spec(**options)`` with further ``attrs.frozen`` options (e.g. ``field_transformer``)."""
+    if cls is None:
+        return lambda c: spec(c, **options)
     own_repr = "__repr__" in cls.__dict__
-    cls = attrs.frozen(cls, repr=False)
+    cls = attrs.frozen(cls, repr=False, **options)
     if not own_repr:
         cls.__repr__ = spec_repr
     return cls
@@ -276,9 +279,10 @@ def check_tree(owner: Any, name: str, value: Any, expected: Any, path: tuple = (
     the same containers (record types, tuple lengths), and at each ShapeDtype a float32 or
     float64 ndarray of that shape (any of the two dtypes: compat assigns arrays of either).
     Other expected leaves (``training`` flags, keys) need a value of the same type. Raises
-    TypeError / ValueError naming ``owner``, the field (e.g. ``params.W``), expected and actual.
+    TypeError / ValueError naming ``owner``, the field (e.g. ``params.W``; ``W`` when ``name``
+    is empty), expected and actual.
     Shape comparisons only: no per-element work."""
-    where = f"{owner!r}: {name}{_path_str(path)}"
+    where = f"{owner!r}: " + (f"{name}{_path_str(path)}" if name else _path_str(path)[1:])
     if isinstance(expected, ShapeDtype):
         if not isinstance(value, np.ndarray):
             raise TypeError(f"{where} must be a float32 or float64 ndarray of shape "
@@ -307,6 +311,16 @@ def check_tree(owner: Any, name: str, value: Any, expected: Any, path: tuple = (
     if not isinstance(value, type(expected)):
         raise TypeError(f"{where} must be a {type(expected).__name__}, got "
                         f"{type(value).__name__}: {value!r}")
+
+
+def backward_params(layer: Any, params: Any, cache: Any, dy: np.ndarray) -> Any:
+    """The dparams of ``layer.backward(params, cache, dy)`` without an input gradient that
+    nobody uses: ``layer.backward_params(...)`` (see :meth:`Layer.backward_params`), or
+    ``backward(...)[1]`` for a layer of your own that does not derive from :class:`Layer`."""
+    method = getattr(layer, "backward_params", None)
+    if method is None:
+        return layer.backward(params, cache, dy)[1]
+    return method(params, cache, dy)
 
 
 class Layer:
@@ -346,6 +360,13 @@ class Layer:
                                       ("state", state, self.state_shapes())):
             if not (type(expected) is tuple and len(expected) == 0):
                 check_tree(self, name, value, expected)
+
+    def backward_params(self, params: Any, cache: Any, dy: Any) -> Any:
+        """Only the ``dparams`` of ``backward(params, cache, dy)``, for a layer whose input
+        gradient nobody uses (the first layer of a training step). Layers where dx costs real
+        work (Linear, Conv2d, Sequential, Residual) skip computing it; here, the default,
+        ``backward(params, cache, dy)[1]``."""
+        return self.backward(params, cache, dy)[1]
 
     def init(self, key: int | Key) -> tuple[Any, Any]:
         """Inputs: ``key``, an int seed or a :class:`Key` (unused: nothing random).

@@ -92,10 +92,20 @@ class Linear(Layer):
         x = cache.x
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, (x.shape[0], self.n_out), "gradient")
-        dx = dy @ cast_like(params.W, x)
+        return dy @ cast_like(params.W, x), self._dparams(params, x, dy)
+
+    def backward_params(self, params: LinearParams, cache: LinearCache, dy: np.ndarray
+                        ) -> LinearParams:
+        """``backward(params, cache, dy)[1]`` without computing dx (one matrix product
+        fewer)."""
+        dy = as_float_array(self, dy, "gradient")
+        expect_shape(self, dy, (cache.x.shape[0], self.n_out), "gradient")
+        return self._dparams(params, cache.x, dy)
+
+    def _dparams(self, params: LinearParams, x: np.ndarray, dy: np.ndarray) -> LinearParams:
         dW = dy.T @ x
         db = dy.sum(axis=0)
-        return dx, LinearParams(W=cast_like(dW, params.W), b=cast_like(db, params.b))
+        return LinearParams(W=cast_like(dW, params.W), b=cast_like(db, params.b))
 
 
 @attrs.frozen

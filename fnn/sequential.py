@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .core import Key, Layer, as_float_array, spec, split_key
+from .core import Key, Layer, as_float_array, backward_params, spec, split_key
 
 __all__ = ["Sequential", "SequentialCache", "Residual", "ResidualCache"]
 
@@ -104,12 +104,26 @@ class Sequential(Layer):
         """Inputs: params, the forward's cache, dy (the last child's output shape).
 
         Returns dx (the first child's input shape) and the tuple of the children's dparams."""
+        return self._backward(params, cache, dy, need_dx=True)
+
+    def backward_params(self, params: Sequence, cache: SequentialCache, dy: np.ndarray
+                        ) -> tuple:
+        """``backward(params, cache, dy)[1]`` without the first child's input gradient (its
+        ``backward_params`` is called instead of its ``backward``)."""
+        return self._backward(params, cache, dy, need_dx=False)[1]
+
+    def _backward(self, params: Sequence, cache: SequentialCache, dy: np.ndarray,
+                  need_dx: bool) -> tuple[np.ndarray | None, tuple]:
         self._check(params, "params")
         grads = [None] * len(self.layers)
         for i in reversed(range(len(self.layers))):
             layer = self.layers[i]
             try:
-                dy, grads[i] = layer.backward(params[i], cache.caches[i], dy)
+                if i == 0 and not need_dx:
+                    grads[0] = backward_params(layer, params[0], cache.caches[0], dy)
+                    dy = None
+                else:
+                    dy, grads[i] = layer.backward(params[i], cache.caches[i], dy)
             except Exception as err:
                 _note(err, i, layer, "backward")
                 raise
@@ -183,3 +197,9 @@ class Residual(Layer):
         with self._naming("backward"):
             dx, dparams = self.layer.backward(params, cache.inner, dy)
         return dx + dy, dparams
+
+    def backward_params(self, params: Any, cache: ResidualCache, dy: np.ndarray) -> Any:
+        """The inner layer's dparams, without any input gradient."""
+        dy = as_float_array(self, dy, "gradient")
+        with self._naming("backward"):
+            return backward_params(self.layer, params, cache.inner, dy)

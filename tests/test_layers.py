@@ -376,3 +376,17 @@ def test_check_gradients_catches_wrong_backward():
 def test_check_purity_catches_impure_layers(how, message):
     with pytest.raises(AssertionError, match=message):
         check_purity(Square(how), (), (), X)
+
+
+# --- backward_params: the dparams without the input gradient ----------------------------------
+
+@ROWS
+@given(data=st.data())
+def test_backward_params_equals_backward_dparams(case, data):
+    """What a training step calls on its first layer gives the same bits as backward's
+    dparams, for every row (Linear, Conv2d, Sequential and Residual skip dx; the rest use
+    the default)."""
+    ex = data.draw(examples(case))
+    y, cache, dy, _, dparams = run(ex)
+    only = fnn.core.backward_params(ex.layer, ex.params, cache, dy)
+    tree.map(lambda a, b: np.testing.assert_array_equal(a, b, strict=True), dparams, only)
