@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,16 +82,26 @@ def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
     return float(own(params, state, x)) if callable(own) else np.inf
 
 
+def _pool_window(layer: MaxPool2d, x_shape: tuple) -> tuple:
+    """(kernel, stride, padding), one int per spatial axis each."""
+    if hasattr(layer, "window"):  # MERGE: keep this branch only (the kernels' Window)
+        w = layer.window()
+        return w.kernel, w.stride, w.padding
+    k, s, p, _ = layer._geometry(x_shape)
+    return k, s, p
+
+
 def _pool_gap(layer: MaxPool2d, x: np.ndarray) -> float:
-    """The smallest gap between the two largest values of a window (inf for 1x1 windows)."""
-    k, s, p, (h, w) = layer._geometry(x.shape)  # MERGE: the window geometry's new home
-    if k == (1, 1):
+    """The smallest gap between the two largest values of a window (inf for 1-element
+    windows), on the -inf padded input."""
+    k, s, p = _pool_window(layer, x.shape)
+    if math.prod(k) == 1:
         return np.inf
-    n, c = x.shape[:2]
-    xpad = np.pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2), constant_values=-np.inf)
-    windows = np.lib.stride_tricks.sliding_window_view(xpad, k, axis=(2, 3))
-    windows = windows[:, :, ::s[0], ::s[1]][:, :, :h, :w]
-    top = np.sort(windows.reshape(n, c, h, w, k[0] * k[1]), axis=-1)
+    xpad = np.pad(x, ((0, 0), (0, 0), *((pi, pi) for pi in p)), constant_values=-np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(xpad, k, axis=tuple(range(2, x.ndim)))
+    # every s-th window start along each axis: as many as the floor rule's output size
+    windows = windows[(slice(None), slice(None), *(slice(None, None, si) for si in s))]
+    top = np.sort(windows.reshape(*windows.shape[:x.ndim], -1), axis=-1)
     return float((top[..., -1] - top[..., -2]).min(initial=np.inf))
 
 
