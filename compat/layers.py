@@ -70,7 +70,10 @@ class Conv2d(FnnModule):
     _param_names, _grad_names = ("W", "b"), ("gradW", "gradb")
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
-        fnn.Conv2d(in_channels, out_channels, kernel_size)
+        fnn.Conv2d(in_channels, out_channels, kernel_size, padding=0)  # checks the sizes
+        if kernel_size % 2 == 0:  # fnn's message would suggest a padding compat does not take
+            raise ValueError(f"Conv2d: kernel_size must be odd (the output keeps the input's "
+                             f"size: k // 2 zeros on each side), got {kernel_size!r}")
         k = kernel_size
         W, b = uniform_fan(in_channels, (out_channels, in_channels, k, k), (out_channels,))
         super().__init__(W=W, b=b, in_channels=in_channels, out_channels=out_channels,

@@ -18,7 +18,8 @@ from .activations import (
     SoftPlus,
     Tanh,
 )
-from .conv import Conv2d
+from .class_losses import CrossEntropy, NLLLoss
+from .conv import Conv1d, Conv2d
 from .core import Key, Layer, as_key, generator, split_key
 from .dropout import Dropout
 from .groupnorm import GroupNorm
@@ -29,15 +30,13 @@ from .losses import (
     BCEWithLogits,
     ClassNLLCriterion,
     ClassNLLCriterionUnstable,
-    CrossEntropy,
     Huber,
     MSECriterion,
-    NLLLoss,
 )
 from .normalization import BatchNorm2d, BatchNormalization, LayerNorm
 from .optim import SGD, Adam, AdamW, RMSprop, SGDMomentum, clip_by_global_norm
 from .parallel import set_num_threads, threads
-from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from .pooling import AvgPool1d, AvgPool2d, GlobalAvgPool2d, MaxPool1d, MaxPool2d
 from .sequential import Residual, Sequential
 from .shape import Flatten
 from .summarize import summary
@@ -57,5 +56,6 @@ __all__ = [
     "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
     "AvgPool2d", "GlobalAvgPool2d", "summary", "parallel", "set_num_threads", "threads",
+    "Conv1d", "MaxPool1d", "AvgPool1d",
     "GroupNorm",
 ]

@@ -109,6 +109,15 @@ class SoftMax(_Activation):
         return dx
 
 
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log softmax(x) along ``axis``: z - log sum exp(z) with z = x - max(x) (the max subtracted
+    first: stable for logits of ±1e4). A new array of x's shape and dtype; x is not modified.
+    The one implementation behind LogSoftMax and CrossEntropy."""
+    z = x - x.max(axis=axis, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    return z
+
+
 @spec
 class LogSoftMax(_Activation):
     """y_ij = x_ij - m_i - log sum_k exp(x_ik - m_i); x, y (N, C).
@@ -120,9 +129,7 @@ class LogSoftMax(_Activation):
     _shape = ("N", "C")
 
     def _f(self, x):
-        z = x - x.max(axis=1, keepdims=True)
-        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return z
+        return log_softmax(x, axis=1)
 
     def _df(self, x, y, dy):
         dx = np.exp(y)

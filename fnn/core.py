@@ -254,12 +254,15 @@ def _is_default(value: Any, default: Any, instance: Any) -> bool:
     return type(value) is type(default) and bool(value == default)
 
 
-def spec(cls: type) -> type:
+def spec(cls: type | None = None, **options: Any) -> Any:
     """Class decorator for every fnn spec (layer, criterion, optimizer): a frozen attrs class
     (hyperparameters only, hashable, compared by value) with the :func:`spec_repr` policy
-    (defaults hidden) unless the class defines its own ``__repr__``."""
+    (defaults hidden) unless the class defines its own ``__repr__``. ``@spec`` or
+    ``@spec(**options)`` with further ``attrs.frozen`` options (e.g. ``field_transformer``)."""
+    if cls is None:
+        return lambda c: spec(c, **options)
     own_repr = "__repr__" in cls.__dict__
-    cls = attrs.frozen(cls, repr=False)
+    cls = attrs.frozen(cls, repr=False, **options)
     if not own_repr:
         cls.__repr__ = spec_repr
     return cls

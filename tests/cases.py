@@ -38,7 +38,7 @@ import fnn
 from fnn.testing import kink_distance, training_flags
 from fnn.testing.strategies import arrays, layer_examples
 
-__all__ = ["LayerCase", "Example", "CASES", "CASE_IDS", "examples", "output_shape",
+__all__ = ["LayerCase", "Example", "CASES", "CASE_IDS", "examples",
            "input_values", "kink_distance", "training_flags"]
 
 Setup = Callable[[st.DrawFn], tuple[Any, tuple[int, ...]]]
@@ -156,27 +156,16 @@ def _pool(k: int) -> Setup:
 # --- Conv2d / pooling options: hyperparameters drawn per row, then an input size for which
 # at least one window fits (up to 3 more rows and columns)
 
-def _pair(v: Any) -> tuple[int, int]:
-    return tuple(v) if isinstance(v, tuple) else (v, v)
+def _ntuple(v: Any, n: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, tuple) else (v,) * n
 
 
-def _window_geometry(layer: Any) -> tuple:
-    """(kernel, stride, padding, dilation) pairs of a Conv2d / MaxPool2d / AvgPool2d, by
-    PyTorch's rules: stride None = the kernel; padding "valid" = 0, "same" = d*(k - 1)/2."""
-    k = _pair(layer.kernel_size)
-    d = _pair(getattr(layer, "dilation", 1))
-    s = k if layer.stride is None else _pair(layer.stride)
-    if layer.padding == "same":
-        p = tuple(di * (ki - 1) // 2 for ki, di in zip(k, d))
-    else:
-        p = (0, 0) if layer.padding == "valid" else _pair(layer.padding)
-    return k, s, p, d
-
-
-def _fitting_sizes(draw: st.DrawFn, layer: Any) -> tuple[int, int]:
-    k, _, p, d = _window_geometry(layer)
+def _fitting_sizes(draw: st.DrawFn, layer: Any) -> tuple[int, ...]:
+    """Input sizes, one per spatial axis of a conv or pool ``layer``, for which at least one
+    window fits (and up to 3 more)."""
+    w = layer.window()
     return tuple(max(1, di * (ki - 1) + 1 - 2 * pi) + draw(st.integers(0, 3))
-                 for ki, pi, di in zip(k, p, d))
+                 for ki, pi, di in zip(w.kernel, w.padding, w.dilation))
 
 
 def _conv_options(options: Callable[[st.DrawFn], dict], depthwise: bool = False) -> Setup:
@@ -196,22 +185,37 @@ def _k(draw: st.DrawFn, odd: bool = False) -> int:
 
 
 def _pool_options(layer_cls: Callable[..., Any], stride_none: bool = True) -> Setup:
-    """layer_cls(k, stride, padding): k 1 to 3 or a pair, stride None (the kernel) or 1 to 3,
-    padding 0 to k // 2; C 1 or 2."""
+    """layer_cls(k, stride, padding): k 1 to 3 or a tuple (one per spatial axis), stride None
+    (the kernel) or 1 to 3, padding 0 to k // 2; C 1 or 2."""
     def setup(draw: st.DrawFn):
-        k = draw(st.integers(1, 3) | st.tuples(st.integers(1, 3), st.integers(1, 3)))
-        strides = st.integers(1, 3) | st.tuples(st.integers(1, 3), st.integers(1, 3))
+        sizes = st.tuples(*[st.integers(1, 3)] * layer_cls.ndim)
+        k = draw(st.integers(1, 3) | sizes)
+        strides = st.integers(1, 3) | sizes
         stride = draw(st.none() | strides if stride_none else strides)
-        padding = tuple(draw(st.integers(0, ki // 2)) for ki in _pair(k))
-        if padding[0] == padding[1] and draw(st.booleans()):
+        padding = tuple(draw(st.integers(0, ki // 2)) for ki in _ntuple(k, layer_cls.ndim))
+        if len(set(padding)) == 1 and draw(st.booleans()):
             padding = padding[0]
         layer = layer_cls(k, stride, padding)
-        if layer_cls is fnn.MaxPool2d and stride is None and _pair(padding) == (0, 0):
-            sizes = tuple(ki * _size(draw, 2) for ki in _pair(k))  # classic: k divides H, W
+        w = layer.window()
+        if layer_cls is fnn.MaxPool2d and stride is None and w.padding == (0, 0):
+            shape = tuple(ki * _size(draw, 2) for ki in w.kernel)  # classic: k divides H, W
         else:
-            sizes = _fitting_sizes(draw, layer)
-        return layer, (_size(draw, 2), *sizes)
+            shape = _fitting_sizes(draw, layer)
+        return layer, (_size(draw, 2), *shape)
     return setup
+
+
+def _conv1d(draw: st.DrawFn):
+    """Conv1d: kernel 1 to 3, stride 1 or 2, padding 0, 1, "valid" or ("same" with an odd
+    kernel and stride 1), dilation 1 or 2, groups 1 or 2 (1 or 2 channels per group), bias
+    or not."""
+    k, stride = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    paddings = [0, 1, "valid"] + (["same"] if k % 2 and stride == 1 else [])
+    g = draw(st.integers(1, 2))
+    layer = fnn.Conv1d(g * _size(draw, 2), g * _size(draw, 2), k, stride=stride,
+                       padding=draw(st.sampled_from(paddings)), dilation=draw(st.integers(1, 2)),
+                       groups=g, bias=draw(st.booleans()))
+    return layer, (layer.in_channels, *_fitting_sizes(draw, layer))
 
 
 def _mlp(draw: st.DrawFn):
@@ -295,6 +299,9 @@ CASES: list[LayerCase] = [
               unique_values=True),
     LayerCase("maxpool-options", _pool_options(fnn.MaxPool2d), unique_values=True),
     LayerCase("avgpool", _pool_options(fnn.AvgPool2d)),
+    LayerCase("conv1d", _conv1d),
+    LayerCase("maxpool1d", _pool_options(fnn.MaxPool1d), unique_values=True),
+    LayerCase("avgpool1d", _pool_options(fnn.AvgPool1d)),
     LayerCase("global-avgpool", lambda draw: (fnn.GlobalAvgPool2d(), (
         _size(draw, 3), _size(draw, 3), _size(draw, 3)))),
     LayerCase("flatten", _elementwise(lambda d: fnn.Flatten())),
@@ -328,34 +335,3 @@ def examples(draw: st.DrawFn, case: LayerCase, dtype: Any = np.float64, min_batc
         min_batch=min_batch, max_batch=max_batch))
     return Example(case, layer, params, state, x)
 
-
-def output_shape(layer: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The output shape the layer contract promises for an input of ``shape``: the layer's
-    ``output_shape``, else (layers that do not define it yet) the rules below."""
-    # MERGE: drop fallback (this whole function: every layer defines output_shape)
-    try:
-        return layer.output_shape(shape)
-    except NotImplementedError:
-        pass
-    match layer:
-        case fnn.Sequential():
-            for child in layer.layers:
-                shape = output_shape(child, shape)
-            return shape
-        case fnn.Linear():
-            return (shape[0], layer.n_out)
-        case fnn.Conv2d() | fnn.MaxPool2d() | fnn.AvgPool2d():
-            k, s, p, d = _window_geometry(layer)
-            channels = layer.out_channels if isinstance(layer, fnn.Conv2d) else shape[1]
-            return (shape[0], channels, *((size + 2 * pi - di * (ki - 1) - 1) // si + 1
-                                          for size, ki, si, pi, di in zip(shape[2:], k, s, p, d)))
-        case fnn.GlobalAvgPool2d():
-            return shape[:2]
-        case fnn.Flatten():
-            return (shape[0], int(np.prod(shape[1:], dtype=np.int64)))
-        case (fnn.SoftMax() | fnn.LogSoftMax() | fnn.BatchNormalization()
-              | fnn.ChannelwiseScaling() | fnn.Dropout() | fnn.ReLU() | fnn.LeakyReLU()
-              | fnn.ELU() | fnn.SoftPlus() | fnn.Tanh() | fnn.Sigmoid() | fnn.GELU()
-              | fnn.Identity() | fnn.BatchNorm2d() | fnn.LayerNorm() | fnn.Residual()):
-            return shape
-    raise NotImplementedError(f"no output shape rule for {layer!r}")

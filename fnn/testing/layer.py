@@ -11,7 +11,7 @@ import numpy as np
 from .. import tree
 from ..activations import ELU, LeakyReLU, ReLU
 from ..core import Key, generator, split_key
-from ..pooling import MaxPool2d
+from ..pooling import MaxPool1d, MaxPool2d
 from ..sequential import Residual, Sequential
 from .checks import (
     check_backward_params,
@@ -62,10 +62,11 @@ def eval_state(layer: Any, params: Any, state: Any, x: np.ndarray) -> Any:
 def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
     """How far the inputs of the non-differentiable layers inside ``layer`` are from a kink:
     min |input| for ReLU, LeakyReLU and ELU with alpha != 1, the smallest gap between the two
-    largest values of a window for MaxPool2d, ``layer.kink_distance(params, state, x)`` for a
-    layer of your own that defines it, inf otherwise; a Sequential is followed child by child,
-    a Residual into its inner layer. A finite-difference check with step eps means something
-    only where this is well above eps."""
+    largest values of a window for MaxPool1d and MaxPool2d,
+    ``layer.kink_distance(params, state, x)`` for a layer of your own that defines it, inf
+    otherwise; a Sequential is followed child by child, a Residual into its inner layer. A
+    finite-difference check with step eps means something only where this is well above
+    eps."""
     if isinstance(layer, Sequential):
         distance = np.inf
         for child, p, s in zip(layer.layers, params, state):
@@ -76,25 +77,17 @@ def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
         return kink_distance(layer.layer, params, state, x)
     if isinstance(layer, (ReLU, LeakyReLU)) or (isinstance(layer, ELU) and layer.alpha != 1.0):
         return float(np.abs(x).min(initial=np.inf))
-    if isinstance(layer, MaxPool2d):
+    if isinstance(layer, (MaxPool1d, MaxPool2d)):
         return _pool_gap(layer, x)
     own = getattr(layer, "kink_distance", None)
     return float(own(params, state, x)) if callable(own) else np.inf
 
 
-def _pool_window(layer: MaxPool2d, x_shape: tuple) -> tuple:
-    """(kernel, stride, padding), one int per spatial axis each."""
-    if hasattr(layer, "window"):  # MERGE: keep this branch only (the kernels' Window)
-        w = layer.window()
-        return w.kernel, w.stride, w.padding
-    k, s, p, _ = layer._geometry(x_shape)
-    return k, s, p
-
-
-def _pool_gap(layer: MaxPool2d, x: np.ndarray) -> float:
+def _pool_gap(layer: MaxPool1d | MaxPool2d, x: np.ndarray) -> float:
     """The smallest gap between the two largest values of a window (inf for 1-element
     windows), on the -inf padded input."""
-    k, s, p = _pool_window(layer, x.shape)
+    window = layer.window()
+    k, s, p = window.kernel, window.stride, window.padding
     if math.prod(k) == 1:
         return np.inf
     xpad = np.pad(x, ((0, 0), (0, 0), *((pi, pi) for pi in p)), constant_values=-np.inf)
