@@ -56,6 +56,5 @@ __all__ = [
     "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
     "AvgPool2d", "GlobalAvgPool2d", "summary", "parallel", "set_num_threads", "threads",
-    "Conv1d", "MaxPool1d", "AvgPool1d",
-    "GroupNorm",
+    "Conv1d", "MaxPool1d", "AvgPool1d", "GroupNorm",
 ]

@@ -334,4 +334,3 @@ def examples(draw: st.DrawFn, case: LayerCase, dtype: Any = np.float64, min_batc
         layer, sample_shape, mode=case.mode, unique=case.unique_values, dtype=dtype,
         min_batch=min_batch, max_batch=max_batch))
     return Example(case, layer, params, state, x)
-

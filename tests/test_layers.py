@@ -46,7 +46,7 @@ def float_leaves(t: Any) -> list[np.ndarray]:
 @given(data=st.data())
 def test_shapes_and_records(case, data):
     ex = data.draw(examples(case))
-    check_shapes(ex.layer, ex.params, ex.state, ex.x)  # y against layer.output_shape
+    check_shapes(ex.layer, ex.params, ex.state, ex.x)
 
 
 @ROWS

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,9 +63,9 @@ def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
     min |input| for ReLU, LeakyReLU and ELU with alpha != 1, the smallest gap between the two
     largest values of a window for MaxPool1d and MaxPool2d,
     ``layer.kink_distance(params, state, x)`` for a layer of your own that defines it, inf
-    otherwise; a Sequential is followed child by child, a Residual into its inner layer. A
-    finite-difference check with step eps means something only where this is well above
-    eps."""
+    otherwise; a Sequential is followed child by child,
+    a Residual into its inner layer. A finite-difference check with step eps means something
+    only where this is well above eps."""
     if isinstance(layer, Sequential):
         distance = np.inf
         for child, p, s in zip(layer.layers, params, state):
@@ -84,17 +83,17 @@ def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
 
 
 def _pool_gap(layer: MaxPool1d | MaxPool2d, x: np.ndarray) -> float:
-    """The smallest gap between the two largest values of a window (inf for 1-element
-    windows), on the -inf padded input."""
-    window = layer.window()
-    k, s, p = window.kernel, window.stride, window.padding
-    if math.prod(k) == 1:
+    """The smallest gap between the two largest values of a window (inf for 1x1 windows)."""
+    if layer.window().kernel in ((1,), (1, 1)):
         return np.inf
-    xpad = np.pad(x, ((0, 0), (0, 0), *((pi, pi) for pi in p)), constant_values=-np.inf)
-    windows = np.lib.stride_tricks.sliding_window_view(xpad, k, axis=tuple(range(2, x.ndim)))
-    # every s-th window start along each axis: as many as the floor rule's output size
-    windows = windows[(slice(None), slice(None), *(slice(None, None, si) for si in s))]
-    top = np.sort(windows.reshape(*windows.shape[:x.ndim], -1), axis=-1)
+    x = x if x.ndim == 4 else x[:, :, None, :]
+    window = layer.window().as_2d()
+    k, s, p = window.kernel, window.stride, window.padding
+    n, c, h, w = (*x.shape[:2], *window.out_sizes(x.shape[2:]))
+    xpad = np.pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2), constant_values=-np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(xpad, k, axis=(2, 3))
+    windows = windows[:, :, ::s[0], ::s[1]][:, :, :h, :w]
+    top = np.sort(windows.reshape(n, c, h, w, k[0] * k[1]), axis=-1)
     return float((top[..., -1] - top[..., -2]).min(initial=np.inf))
 
 
