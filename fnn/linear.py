@@ -10,6 +10,7 @@ import numpy as np
 from .core import (
     Key,
     Layer,
+    ShapeDtype,
     as_float_array,
     cast_like,
     dtype_field,
@@ -21,7 +22,7 @@ from .core import (
 from .init import init_param
 
 __all__ = ["Linear", "LinearParams", "LinearCache", "ChannelwiseScaling", "ScalingParams",
-           "ScalingCache"]
+           "ScalingCache", "affine", "affine_backward"]
 
 
 @attrs.frozen
@@ -38,9 +39,11 @@ class LinearCache:
 
 @attrs.frozen(repr=False)
 class Linear(Layer):
-    """y = x @ W.T + b.
+    """y = x @ W.T + b, over the last axis of x (as torch.nn.Linear).
 
-    Shapes: x (N, n_in) -> y (N, n_out); W (n_out, n_in), b (n_out,). Init: W and b from
+    Shapes: x (N, n_in) -> y (N, n_out), or any x (N, ..., n_in) -> y (N, ..., n_out);
+    W (n_out, n_in), b (n_out,). Backward (x viewed as (M, n_in), M the product of the leading
+    axes): dx = dy @ W, dW = dy.T @ x, db = sum of dy over the M rows. Init: W and b from
     ``w_init`` and ``b_init`` (keys split off the key in that order), each None = the classic
     U(±1/sqrt(n_in)), in ``dtype`` (default float64). The cache holds x. Computation is in x's
     dtype; dparams come back in the params' dtypes.
@@ -61,20 +64,55 @@ class Linear(Layer):
     def forward(self, params: LinearParams, state: Any, x: np.ndarray
                 ) -> tuple[np.ndarray, LinearCache]:
         x = as_float_array(self, x)
-        expect_shape(self, x, ("N", self.n_in))
-        y = x @ cast_like(params.W, x).T
-        y += cast_like(params.b, x)
-        return y, LinearCache(x=x, state=state)
+        if x.ndim == 2:  # the classic path
+            expect_shape(self, x, ("N", self.n_in))
+            return affine(x, params.W, params.b), LinearCache(x=x, state=state)
+        _check_last_axis(self, x.shape)
+        y = affine(x.reshape(-1, self.n_in), params.W, params.b)
+        return y.reshape(*x.shape[:-1], self.n_out), LinearCache(x=x, state=state)
 
     def backward(self, params: LinearParams, cache: LinearCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, LinearParams]:
         x = cache.x
         dy = as_float_array(self, dy, "gradient")
-        expect_shape(self, dy, (x.shape[0], self.n_out), "gradient")
-        dx = dy @ cast_like(params.W, x)
-        dW = dy.T @ x
-        db = dy.sum(axis=0)
-        return dx, LinearParams(W=cast_like(dW, params.W), b=cast_like(db, params.b))
+        expect_shape(self, dy, (*x.shape[:-1], self.n_out), "gradient")
+        dx, dW, db = affine_backward(x.reshape(-1, self.n_in), params.W,
+                                     dy.reshape(-1, self.n_out))
+        return dx.reshape(x.shape), LinearParams(W=cast_like(dW, params.W),
+                                                 b=cast_like(db, params.b))
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(N, ..., n_in) -> (N, ..., n_out)."""
+        _check_last_axis(self, input_shape)
+        return (*input_shape[:-1], self.n_out)
+
+    def param_shapes(self) -> LinearParams:
+        """W (n_out, n_in), b (n_out,) in ``dtype``."""
+        return LinearParams(W=ShapeDtype((self.n_out, self.n_in), self.dtype),
+                            b=ShapeDtype((self.n_out,), self.dtype))
+
+
+def _check_last_axis(layer: Linear, shape: tuple[int, ...]) -> None:
+    if len(shape) < 2 or shape[-1] != layer.n_in:
+        raise ValueError(f"{layer!r}: expected input of shape (N, ..., {layer.n_in}), got "
+                         f"shape {tuple(shape)}")
+
+
+def affine(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """y = x @ W.T (+ b) in x's dtype, for x (M, n_in), W (n_out, n_in), b (n_out,) or None:
+    the one matrix product of Linear and of the projections in fnn.attention."""
+    y = x @ cast_like(W, x).T
+    if b is not None:
+        y += cast_like(b, x)
+    return y
+
+
+def affine_backward(x: np.ndarray, W: np.ndarray, dy: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dx, dW, db) of :func:`affine` for x (M, n_in), dy (M, n_out): dx = dy @ W in x's dtype,
+    dW = dy.T @ x and db = dy summed over the rows, both in dy's dtype (cast them to the params'
+    dtypes)."""
+    return dy @ cast_like(W, x), dy.T @ x, dy.sum(axis=0)
 
 
 @attrs.frozen
