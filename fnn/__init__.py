@@ -18,9 +18,11 @@ from .activations import (
     SoftPlus,
     Tanh,
 )
+from .attention import MultiHeadAttention, TransformerEncoderLayer
 from .conv import Conv2d
 from .core import Key, Layer, as_key, generator, split_key
 from .dropout import Dropout
+from .embedding import Embedding, PositionalEmbedding, SinusoidalPositions
 from .io import Checkpoint, CheckpointError, load, save
 from .linear import ChannelwiseScaling, Linear
 from .losses import (
@@ -54,4 +56,6 @@ __all__ = [
     "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
     "AvgPool2d", "GlobalAvgPool2d",
+    "Embedding", "PositionalEmbedding", "SinusoidalPositions", "MultiHeadAttention",
+    "TransformerEncoderLayer",
 ]

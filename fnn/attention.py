@@ -216,12 +216,13 @@ class TransformerEncoderLayer(Layer):
 
     with FF = Linear(dim, ff_dim) -> ReLU | GELU -> Dropout -> Linear(ff_dim, dim) -> Dropout
     and the attention's own dropout ``dropout`` too (torch uses the one rate everywhere).
-    LayerNorm eps is 1e-5 (torch's). The Dropout layers are there even when dropout == 0, so
+    ``causal`` masks future positions in the attention (torch's ``is_causal``);
+    ``layer_norm_eps`` is torch's (1e-5). The Dropout layers are there even when dropout == 0, so
     the params tree does not depend on it.
 
     Inputs: x (N, T, dim). Returns y (N, T, dim) in x's dtype.
     Params and state: the block's (a tuple per Sequential, a Residual's are its inner
-    layer's). post-norm: ((attn, ()), norm1, ((), linear1, (), (), linear2, ()), norm2);
+    layer's). post-norm: ((attn, ()), norm1, (linear1, (), (), linear2, ()), norm2);
     pre-norm: ((norm1, attn, ()), (norm2, linear1, (), (), linear2, ())). torch's
     ``self_attn.*`` are the :class:`AttentionParams`, ``linear1``/``linear2`` the
     ``LinearParams`` (W, b), ``norm1``/``norm2`` the ``ScalingParams`` (gamma = weight,
@@ -236,6 +237,8 @@ class TransformerEncoderLayer(Layer):
     activation: str = attrs.field(default="relu", validator=_activation)
     norm_first: bool = attrs.field(default=False, validator=boolean)
     causal: bool = attrs.field(default=False, validator=boolean)
+    layer_norm_eps: float = attrs.field(default=1e-5, converter=real_float,
+                                        validator=in_range(0.0, math.inf))
     dtype: str = dtype_field()
 
     def __attrs_post_init__(self) -> None:
@@ -247,15 +250,16 @@ class TransformerEncoderLayer(Layer):
         d, dt = self.dim, self.dtype
         attn = MultiHeadAttention(d, self.num_heads, causal=self.causal, dropout=self.dropout,
                                   dtype=dt)
+        norm = LayerNorm(d, eps=self.layer_norm_eps, dtype=dt)
         feed = [Linear(d, self.ff_dim, dtype=dt), ReLU() if self.activation == "relu" else GELU(),
                 Dropout(self.dropout), Linear(self.ff_dim, d, dtype=dt), Dropout(self.dropout)]
         if self.norm_first:
             return Sequential([
-                Residual(Sequential([LayerNorm(d, dtype=dt), attn, Dropout(self.dropout)])),
-                Residual(Sequential([LayerNorm(d, dtype=dt), *feed]))])
+                Residual(Sequential([norm, attn, Dropout(self.dropout)])),
+                Residual(Sequential([norm, *feed]))])
         return Sequential([Residual(Sequential([attn, Dropout(self.dropout)])),
-                           LayerNorm(d, dtype=dt), Residual(Sequential(feed)),
-                           LayerNorm(d, dtype=dt)])
+                           norm, Residual(Sequential(feed)),
+                           norm])
 
     def param_shapes(self) -> Any:
         return self.block.param_shapes()

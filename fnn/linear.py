@@ -64,7 +64,7 @@ class Linear(Layer):
     def forward(self, params: LinearParams, state: Any, x: np.ndarray
                 ) -> tuple[np.ndarray, LinearCache]:
         x = as_float_array(self, x)
-        if x.ndim == 2:  # the classic path
+        if x.ndim <= 2:  # the classic path (and its message for a 1-D x)
             expect_shape(self, x, ("N", self.n_in))
             return affine(x, params.W, params.b), LinearCache(x=x, state=state)
         _check_last_axis(self, x.shape)

@@ -28,7 +28,8 @@ class Sequential(Layer):
     """Apply ``layers`` in order. params and state are tuples of the children's (one entry per
     child, ``()`` for a child with none); the cache holds the children's caches and the tuple of
     their new states. ``init(key)`` gives each child its own key split off ``key``. An exception
-    raised by a child carries a note with the child's index and repr."""
+    raised by a child carries a note with the child's index and repr. backward returns dx = None
+    when the first layer does (Embedding: integer inputs have no gradient)."""
 
     layers: tuple = attrs.field(converter=tuple)
 
@@ -74,6 +75,9 @@ class Sequential(Layer):
             except Exception as err:
                 _note(err, i, layer, "backward")
                 raise
+            if dy is None and i > 0:  # dx = None (integer inputs): only the first layer's
+                raise ValueError(f"Sequential layer {i}, {layer!r}, returned dx = None (a layer "
+                                 f"of integer inputs, such as Embedding, must come first)")
         return dy, tuple(grads)
 
 

@@ -73,12 +73,14 @@ def check_gradients(layer: Any, params: Any, state: Any, x: np.ndarray, dy: Any 
     """Check ``layer.backward`` against float64 central differences of the scalar
     L = sum(forward(params, state, x)[0] * dy), for dx and every float array leaf of params.
 
-    Everything is cast to float64 first. ``dy`` defaults to a standard normal draw from ``key``.
+    Everything is cast to float64 first, except integer x (indices, as Embedding's), which has
+    no gradient: dx must then be None. ``dy`` defaults to a standard normal draw from ``key``.
     The state is held fixed (the same Dropout key, the same BatchNorm mode). Returns the largest
     absolute error per checked array (``"dx"``, ``"params[i]"`` in leaf order).
     """
     params, state = tree.cast(params, np.float64), tree.cast(state, np.float64)
-    x = np.array(x, dtype=np.float64)
+    integer = np.issubdtype(np.asarray(x).dtype, np.integer)
+    x = np.array(x, dtype=None if integer else np.float64)
     y, cache = layer.forward(params, state, x)
     dy = generator(key).standard_normal(y.shape) if dy is None else np.array(dy, np.float64)
     dx, dparams = layer.backward(params, cache, dy)
@@ -86,8 +88,14 @@ def check_gradients(layer: Any, params: Any, state: Any, x: np.ndarray, dy: Any 
     def loss(p: Any, xx: np.ndarray) -> float:
         return float(np.sum(layer.forward(p, state, xx)[0] * dy))
 
-    report = {"dx": _compare("dx", dx, numeric_gradient(lambda xx: loss(params, xx), x, eps),
-                             rtol, atol)}
+    if integer:  # indices (Embedding): no gradient, and dx must say so
+        if dx is not None:
+            raise AssertionError(f"{layer!r}: integer input, expected dx = None, got "
+                                 f"{type(dx).__name__}")
+        report = {}
+    else:
+        report = {"dx": _compare("dx", dx, numeric_gradient(lambda xx: loss(params, xx), x,
+                                                            eps), rtol, atol)}
     leaves = tree.leaves(params)
     grads = tree.leaves(dparams)
     if len(grads) != len(leaves):

@@ -14,7 +14,9 @@ reference tests import the same table. A row is:
 - ``unique_values``: True when the input must hold distinct values, at least 1/(250 * size)
   >= 1e-5 apart for the sizes drawn here (max pooling: the finite-difference step, 1e-6, must
   not cross a tie). Other rows draw values in
-  [-3, -0.05] U [0.05, 3], away from the kinks of ReLU, LeakyReLU and ELU at 0.
+  [-3, -0.05] U [0.05, 3], away from the kinks of ReLU, LeakyReLU and ELU at 0;
+- ``integer_input``: True when x holds integer indices (Embedding first): x is drawn as valid
+  indices (int64, not cast to the dtype), and the checks expect dx = None.
 
 Use :func:`examples` (a hypothesis strategy) to get an :class:`Example` of a row:
 ``layer, params, state, x`` in the requested dtype, ready for ``layer.forward(params, state, x)``.
@@ -31,13 +33,14 @@ from typing import Any
 import attrs
 import hypothesis.extra.numpy as hnp
 import numpy as np
+from cases_sequence import SEQUENCE_ROWS, indices
 from hypothesis import strategies as st
 
 import fnn
 from fnn import tree
 
 __all__ = ["LayerCase", "Example", "CASES", "CASE_IDS", "examples", "output_shape",
-           "input_values", "kink_distance", "training_flags"]
+           "input_values", "indices", "kink_distance", "training_flags"]
 
 Setup = Callable[[st.DrawFn], tuple[Any, tuple[int, ...]]]
 
@@ -49,6 +52,7 @@ class LayerCase:
     mode: str = "train"
     batch_coupled: bool = False
     unique_values: bool = False
+    integer_input: bool = False
 
 
 @attrs.frozen
@@ -292,6 +296,7 @@ CASES: list[LayerCase] = [
     LayerCase("mlp-eval", _mlp, mode="eval"),
     LayerCase("cnn-train", _cnn, batch_coupled=True, unique_values=True),
     LayerCase("cnn-eval", _cnn, mode="eval", unique_values=True),
+    *(LayerCase(name, setup, **flags) for name, setup, flags in SEQUENCE_ROWS),
 ]
 CASE_IDS = [case.name for case in CASES]
 
@@ -319,12 +324,16 @@ def examples(draw: st.DrawFn, case: LayerCase, dtype: Any = np.float64, min_batc
     layer, sample_shape = case.setup(draw)
     shape = (draw(st.integers(min_batch, max_batch)), *sample_shape)
     params, state = layer.init(draw(st.integers(0, 2**32 - 1)))
+
+    def values() -> np.ndarray:  # one draw of x
+        return (indices(draw, shape, layer) if case.integer_input
+                else input_values(draw, shape, case.unique_values))
+
     if case.mode == "eval":
-        warm = input_values(draw, shape, case.unique_values)
-        state = fnn.eval_mode(layer.forward(params, state, warm)[1].state)
-    x = input_values(draw, shape, case.unique_values)
+        state = fnn.eval_mode(layer.forward(params, state, values())[1].state)
+    x = values()
     return Example(case, layer, tree.cast(params, dtype), tree.cast(state, dtype),
-                   x.astype(dtype))
+                   x if case.integer_input else x.astype(dtype))
 
 
 def output_shape(layer: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -372,6 +381,8 @@ def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
             return distance
         case fnn.Residual():
             return kink_distance(layer.layer, params, state, x)
+        case fnn.TransformerEncoderLayer():
+            return kink_distance(layer.block, params, state, x)
         case fnn.ReLU() | fnn.LeakyReLU():
             return float(np.abs(x).min(initial=np.inf))
         case fnn.ELU() if layer.alpha != 1.0:
