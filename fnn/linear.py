@@ -76,10 +76,13 @@ class Linear(Layer):
         x = cache.x
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, (*x.shape[:-1], self.n_out), "gradient")
-        dx, dW, db = affine_backward(x.reshape(-1, self.n_in), params.W,
-                                     dy.reshape(-1, self.n_out))
-        return dx.reshape(x.shape), LinearParams(W=cast_like(dW, params.W),
-                                                 b=cast_like(db, params.b))
+        if x.ndim == 2:  # the classic path
+            dx, dW, db = affine_backward(x, params.W, dy)
+        else:
+            dx, dW, db = affine_backward(x.reshape(-1, self.n_in), params.W,
+                                         dy.reshape(-1, self.n_out))
+            dx = dx.reshape(x.shape)
+        return dx, LinearParams(W=cast_like(dW, params.W), b=cast_like(db, params.b))
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(N, ..., n_in) -> (N, ..., n_out)."""
