@@ -82,7 +82,8 @@ class MultiHeadAttention(Layer):
     [q, k, v] = x @ in_proj_weight.T + in_proj_bias, split into three (N, T, dim) then into
     the heads; A_h = softmax(q_h @ k_h.T / sqrt(d)) over the keys (max-subtracted; with
     ``causal``, key s > query t gets weight 0, via -inf before the softmax: no NaN since each
-    query sees itself); A_h = dropout(A_h) in training; out = concat_h(A_h @ v_h) @
+    query sees itself; likewise the keys of the optional ``key_padding_mask`` argument of
+    :meth:`forward`); A_h = dropout(A_h) in training; out = concat_h(A_h @ v_h) @
     out_proj_weight.T + out_proj_bias.
 
     Inputs: x (N, T, dim). Returns y (N, T, dim) in x's dtype.
@@ -139,21 +140,31 @@ class MultiHeadAttention(Layer):
                              f"{tuple(input_shape)}")
         return tuple(input_shape)
 
-    def forward(self, params: AttentionParams, state: Any, x: np.ndarray
-                ) -> tuple[np.ndarray, AttentionCache]:
+    def forward(self, params: AttentionParams, state: Any, x: np.ndarray,
+                key_padding_mask: np.ndarray | None = None) -> tuple[np.ndarray, AttentionCache]:
+        """y, cache for x (N, T, dim). ``key_padding_mask``, optional: a boolean (N, T), True
+        at the keys to ignore (padding), as torch's; a query left with no key at all gets zero
+        weights (y = out_proj_bias there) where torch gives NaN."""
         x = as_float_array(self, x)
         self.output_shape(x.shape)
         n, t, dim = x.shape
         h = self.num_heads
+        ignored = self._ignored(x, key_padding_mask)
         qkv = affine(x.reshape(n * t, dim), params.in_proj_weight, _bias(params.in_proj_bias))
         q, k, v = (_split_heads(a, n, t, h) for a in np.split(qkv, 3, axis=1))
         q = q * x.dtype.type(1 / math.sqrt(dim // h))
         scores = q @ k.transpose(0, 1, 3, 2)  # (N, H, T, T)
-        if self.causal:
-            scores[..., ~np.tri(t, dtype=bool)] = -np.inf  # key s > query t
-        scores -= scores.max(axis=-1, keepdims=True)  # the diagonal is finite: no inf - inf
+        if ignored is not None:
+            scores[np.broadcast_to(ignored, scores.shape)] = -np.inf
+        top = scores.max(axis=-1, keepdims=True)
+        if key_padding_mask is not None:  # rows of -inf only: exp(-inf - 0) = 0, not NaN
+            top[np.isneginf(top)] = 0
+        scores -= top  # without a padding mask each query sees itself: top is finite
         weights = np.exp(scores, out=scores)
-        weights /= weights.sum(axis=-1, keepdims=True)
+        total = weights.sum(axis=-1, keepdims=True)
+        if key_padding_mask is not None:
+            total[total == 0] = 1
+        weights /= total
         drop, dcache, new_state = self._dropout(), None, state
         attended = weights
         if drop is not None:
@@ -165,6 +176,20 @@ class MultiHeadAttention(Layer):
         return y.reshape(n, t, dim), AttentionCache(x=x, q=q, k=k, v=v, weights=weights,
                                                     dropout=dcache, heads=heads,
                                                     state=new_state)
+
+    def _ignored(self, x: np.ndarray, key_padding_mask: Any) -> np.ndarray | None:
+        """The (N or 1, 1, T, T) boolean of the (query, key) pairs that get weight 0, or None."""
+        n, t, _ = x.shape
+        ignored = ~np.tri(t, dtype=bool)[None, None] if self.causal else None  # key s > query t
+        if key_padding_mask is None:
+            return ignored
+        mask = np.asarray(key_padding_mask)
+        if mask.dtype != np.bool_:
+            raise TypeError(f"{self!r}: expected a boolean key_padding_mask, got dtype "
+                            f"{mask.dtype}")
+        expect_shape(self, mask, (n, t), "key_padding_mask")
+        padded = mask[:, None, None, :]
+        return padded if ignored is None else padded | ignored
 
     def backward(self, params: AttentionParams, cache: AttentionCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, AttentionParams]:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import fnn
 from fnn.attention import AttentionParams
+from fnn.testing import check_gradients, check_purity
 
 
 def test_causal_output_does_not_see_the_future():
@@ -228,3 +229,44 @@ def test_example_reverse_runs():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert 0.0 <= module.main(steps=3, batch=8) <= 1.0
+
+
+@attrs.frozen
+class WithPadding(fnn.Layer):
+    """MultiHeadAttention called with a fixed key_padding_mask (for fnn.testing's checks)."""
+
+    layer: fnn.MultiHeadAttention
+    mask: np.ndarray = attrs.field(eq=False)
+
+    def forward(self, params, state, x):
+        return self.layer.forward(params, state, x, key_padding_mask=self.mask)
+
+    def backward(self, params, cache, dy):
+        return self.layer.backward(params, cache, dy)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_key_padding_mask(causal):
+    """Padded keys get weight 0 and no gradient reaches them through the weights; a query with
+    no key left (here, sample 1 with every key padded) gets zero weights, y = out_proj_bias,
+    and nothing is NaN. Gradients against finite differences, purity as every layer."""
+    layer = fnn.MultiHeadAttention(4, 2, causal=causal)
+    params, state = layer.init(0)
+    x = fnn.generator(4).standard_normal((3, 5, 4))
+    mask = np.zeros((3, 5), bool)
+    mask[0, 3:] = True
+    mask[1, :] = True
+    y, cache = layer.forward(params, state, x, key_padding_mask=mask)
+    assert np.all(np.isfinite(y))
+    assert np.all(cache.weights[0, ..., 3:] == 0) and np.all(cache.weights[1] == 0)
+    np.testing.assert_allclose(y[1], np.broadcast_to(params.out_proj_bias, (5, 4)), atol=1e-15)
+    # the unpadded part of sample 0 alone gives the same outputs for its queries
+    y0, _ = layer.forward(params, state, x[:1, :3])
+    np.testing.assert_allclose(y[0, :3], y0[0], rtol=1e-12, atol=1e-12)
+    check_gradients(WithPadding(layer, mask), params, state, x)
+    check_purity(WithPadding(layer, mask), params, state, x)
+    with pytest.raises(TypeError, match="boolean key_padding_mask, got dtype int64"):
+        layer.forward(params, state, x, key_padding_mask=mask.astype(np.int64))
+    with pytest.raises(ValueError, match=r"expected key_padding_mask of shape \(3, 5\), got "
+                                         r"shape \(3, 4\)"):
+        layer.forward(params, state, x, key_padding_mask=mask[:, :4])

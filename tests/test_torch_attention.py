@@ -1,9 +1,10 @@
 """PyTorch reference tests for the sequence layers: MultiHeadAttention against
 nn.MultiheadAttention(batch_first=True) (with and without the causal mask, 1 and 4 heads, with
-and without bias, dropout 0 in training and dropout 0.2 in evaluation), TransformerEncoderLayer
-against nn.TransformerEncoderLayer(batch_first=True) (both norm orders, relu and gelu, causal,
-evaluation mode with dropout and training mode with dropout 0), Embedding with padding_idx
-against nn.Embedding, and Linear on 3-D and 4-D input against nn.Linear.
+and without bias, with a key_padding_mask, dropout 0 in training and dropout 0.2 in
+evaluation), TransformerEncoderLayer against nn.TransformerEncoderLayer(batch_first=True)
+(both norm orders, relu and gelu, causal, evaluation mode with dropout and training mode with
+dropout 0), Embedding with padding_idx against nn.Embedding, and Linear on 3-D and 4-D input
+against nn.Linear.
 
 Parameters are copied across by name: our AttentionParams fields are torch's names with the dot
 dropped (``out_proj_weight`` is ``out_proj.weight``); the TransformerEncoderLayer's leaves map
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_attention import WithPadding
 from test_torch_ext_layers import TOL
 from test_torch_reference import (
     DTYPES,
@@ -73,14 +75,19 @@ class SelfAttention(nn.Module):
                                          dtype=TORCH_DTYPE[dtype])
         self.causal = layer.causal
 
+        self.padding = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = causal_mask(x.shape[1]) if self.causal else None
-        return self.mha(x, x, x, need_weights=False, attn_mask=mask)[0]
+        return self.mha(x, x, x, need_weights=False, attn_mask=mask,
+                        key_padding_mask=self.padding)[0]
 
 
-def attention(heads: int, causal: bool, bias: bool = True, dropout: float = 0.0) -> Case:
+def attention(heads: int, causal: bool, bias: bool = True, dropout: float = 0.0,
+              padding: bool = False) -> Case:
     """MultiHeadAttention(heads * (1..3), heads, causal, dropout, bias) on (N, 1..6, dim);
-    with dropout, in evaluation mode (both sides), else in training mode."""
+    with dropout, in evaluation mode (both sides), else in training mode; with ``padding``, a
+    key_padding_mask hiding the keys past a random length >= 1 of each sample."""
 
     def case(dtype: type, rng: np.random.Generator, n: int) -> Compared:
         d, t = dims(rng, (1, 3), (1, 6))
@@ -90,7 +97,10 @@ def attention(heads: int, causal: bool, bias: bool = True, dropout: float = 0.0)
         ref = SelfAttention(layer, dtype)
         if dropout:
             state, ref = fnn.eval_mode(state), ref.eval()
-        x = rng.standard_normal((n, t, layer.dim)).astype(dtype)
+        if padding:
+            mask = np.arange(t) >= rng.integers(1, t + 1, (n, 1))
+            layer, ref.padding = WithPadding(layer, mask), torch.tensor(mask)
+        x = rng.standard_normal((n, t, heads * d)).astype(dtype)
         return versus(layer, perturbed(params, rng), state, x, ref, rng)[0]
 
     return case
@@ -168,6 +178,8 @@ LAYER_CASES: dict[str, Case] = {
        for h in (1, 4) for c in (False, True)},
     "MultiHeadAttention heads=2 causal bias=False": attention(2, True, bias=False),
     "MultiHeadAttention heads=2 dropout=0.2 eval": attention(2, False, dropout=0.2),
+    "MultiHeadAttention heads=2 key_padding_mask": attention(2, False, padding=True),
+    "MultiHeadAttention heads=4 causal key_padding_mask": attention(4, True, padding=True),
     **{f"TransformerEncoderLayer norm_first={nf} {act}{' causal' if c else ''} "
        f"{'train dropout=0' if tr else 'eval dropout=0.3'}": encoder(nf, act, c, tr)
        for nf, act, c, tr in ((False, "relu", False, True), (True, "relu", False, True),
