@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import fnn
 from fnn.attention import AttentionParams
+from fnn.core import ShapeDtype
 from fnn.testing import check_gradients, check_purity
 
 
@@ -270,3 +271,16 @@ def test_key_padding_mask(causal):
     with pytest.raises(ValueError, match=r"expected key_padding_mask of shape \(3, 5\), got "
                                          r"shape \(3, 4\)"):
         layer.forward(params, state, x, key_padding_mask=mask[:, :4])
+
+
+@pytest.mark.parametrize("layer", [
+    fnn.Linear(3, 5, dtype="float32"), fnn.Embedding(7, 3, padding_idx=2),
+    fnn.PositionalEmbedding(6, 4), fnn.SinusoidalPositions(4), fnn.MultiHeadAttention(4, 2),
+    fnn.MultiHeadAttention(4, 1, bias=False, dropout=0.1, dtype="float32"),
+    fnn.TransformerEncoderLayer(4, 2, 8, norm_first=True)], ids=repr)
+def test_param_shapes_match_init(layer):
+    if (isinstance(layer, fnn.TransformerEncoderLayer)
+            and type(layer.block).param_shapes is fnn.Layer.param_shapes):
+        pytest.skip("Sequential.param_shapes has not landed on this branch")
+    params, _ = layer.init(0)
+    assert layer.param_shapes() == fnn.tree.map(lambda a: ShapeDtype(a.shape, a.dtype), params)
