@@ -18,10 +18,12 @@ from .activations import (
     SoftPlus,
     Tanh,
 )
+from .attention import MultiHeadAttention, TransformerEncoderLayer
 from .class_losses import CrossEntropy, NLLLoss
 from .conv import Conv1d, Conv2d
 from .core import Key, Layer, as_key, generator, split_key
 from .dropout import Dropout
+from .embedding import Embedding, PositionalEmbedding, SinusoidalPositions
 from .groupnorm import GroupNorm
 from .io import Checkpoint, CheckpointError, load, save
 from .linear import ChannelwiseScaling, Linear
@@ -57,4 +59,6 @@ __all__ = [
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
     "AvgPool2d", "GlobalAvgPool2d", "summary", "parallel", "set_num_threads", "threads",
     "Conv1d", "MaxPool1d", "AvgPool1d", "GroupNorm", "Lion", "transforms",
+    "Embedding", "PositionalEmbedding", "SinusoidalPositions", "MultiHeadAttention",
+    "TransformerEncoderLayer",
 ]

@@ -22,19 +22,21 @@ import numpy as np
 
 from . import data, io, train
 from .activations import LogSoftMax, ReLU
+from .attention import TransformerEncoderLayer
 from .conv import Conv2d
 from .core import split_key
 from .dropout import Dropout
+from .embedding import PositionalEmbedding
 from .linear import ChannelwiseScaling, Linear
 from .losses import ClassNLLCriterion
-from .normalization import BatchNormalization
+from .normalization import BatchNormalization, LayerNorm
 from .optim import Adam, SGDMomentum
 from .pooling import MaxPool2d
 from .sequential import Sequential
 from .shape import Flatten
 from .tree import cast
 
-__all__ = ["main", "mlp", "cnn", "parse_args"]
+__all__ = ["main", "mlp", "cnn", "transformer", "parse_args"]
 
 DEFAULT_LR = {"adam": 0.002, "sgd": 0.05}
 
@@ -63,12 +65,27 @@ def cnn(image_shape: tuple[int, int, int], n_classes: int) -> Sequential:
                        Linear(64, n_classes), LogSoftMax()])
 
 
+def transformer(sequence_shape: tuple[int, int], n_classes: int, dim: int = 32,
+                num_heads: int = 4, ff_dim: int = 64, depth: int = 2,
+                dropout: float = 0.1) -> Sequential:
+    """A small transformer classifier on sequences (N, T, F) (the digits: 8 rows of 8 pixels):
+    Linear(F, dim) on every step, a learned PositionalEmbedding(T, dim), ``depth``
+    TransformerEncoderLayer(dim, num_heads, ff_dim, dropout, norm_first=True), LayerNorm,
+    Flatten, Linear(T * dim, n_classes), LogSoftMax: -> (N, n_classes)."""
+    t, f = sequence_shape
+    return Sequential([Linear(f, dim), PositionalEmbedding(t, dim),
+                       *(TransformerEncoderLayer(dim, num_heads, ff_dim, dropout,
+                                                 norm_first=True) for _ in range(depth)),
+                       LayerNorm(dim), Flatten(), Linear(t * dim, n_classes), LogSoftMax()])
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="fnn", description="Train an fnn classifier on the 8x8 digits (or MNIST IDX files).",
         epilog="Writes model.npz (fnn.load reads it), history.json and curves.png to --out.")
-    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
-                   help="mlp: 2 x 256 hidden units; cnn: 2 conv stages (default: %(default)s)")
+    p.add_argument("--model", choices=("mlp", "cnn", "transformer"), default="mlp",
+                   help="mlp: 2 x 256 hidden units; cnn: 2 conv stages; transformer: 2 encoder "
+                        "layers on the images' rows as sequences (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=30, help="(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
@@ -99,13 +116,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _load(args: argparse.Namespace, key: Any) -> tuple[str, tuple]:
     """(name of the data, (x_train, x_test, y_train, y_test))."""
-    images = args.model == "cnn"
+    images = args.model != "mlp"
     if args.mnist is None:
         x, labels = data.load_digits(args.dtype, images=images)
-        return "digits", data.train_test_split(x, labels, args.test_fraction, key=key)
+        split = data.train_test_split(_view(args, x), labels, args.test_fraction, key=key)
+        return "digits", split
     x_train, y_train = data.load_mnist(args.mnist, "train", args.dtype, images=images)
     x_test, y_test = data.load_mnist(args.mnist, "t10k", args.dtype, images=images)
-    return "mnist", (x_train, x_test, y_train, y_test)
+    return "mnist", (_view(args, x_train), _view(args, x_test), y_train, y_test)
+
+
+def _view(args: argparse.Namespace, x: np.ndarray) -> np.ndarray:
+    """The transformer's view of images (N, 1, H, W): H steps of W pixels, (N, H, W). (Until
+    fnn.data has a sequence view of its own.)"""
+    return x.reshape(x.shape[0], *x.shape[2:]) if args.model == "transformer" else x
 
 
 def _blas_threads(n: int) -> contextlib.AbstractContextManager:
@@ -143,8 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     k_split, k_init, k_fit = split_key(args.seed, 3)
     dataset, (x_train, x_test, y_train, y_test) = _load(args, k_split)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    net = (cnn(x_train.shape[1:], n_classes) if args.model == "cnn"
-           else mlp(x_train.shape[1], n_classes))
+    builders = {"mlp": lambda: mlp(x_train.shape[1], n_classes),
+                "cnn": lambda: cnn(x_train.shape[1:], n_classes),
+                "transformer": lambda: transformer(x_train.shape[1:], n_classes)}
+    net = builders[args.model]()
     params, state = cast(net.init(k_init), np.dtype(args.dtype))
     opt = Adam(args.lr) if args.optimizer == "adam" else SGDMomentum(args.lr, momentum=0.9)
     crit = ClassNLLCriterion()

@@ -23,7 +23,7 @@ from .core import (
 from .init import init_param
 
 __all__ = ["Linear", "LinearParams", "LinearCache", "ChannelwiseScaling", "ScalingParams",
-           "ScalingCache", "scaling_shapes"]
+           "ScalingCache", "scaling_shapes", "affine", "affine_backward"]
 
 
 @attrs.frozen
@@ -40,9 +40,11 @@ class LinearCache:
 
 @spec
 class Linear(Layer):
-    """y = x @ W.T + b.
+    """y = x @ W.T + b, over the last axis of x (as torch.nn.Linear).
 
-    Shapes: x (N, n_in) -> y (N, n_out); W (n_out, n_in), b (n_out,). Init: W and b from
+    Shapes: x (N, n_in) -> y (N, n_out), or any x (N, ..., n_in) -> y (N, ..., n_out);
+    W (n_out, n_in), b (n_out,). Backward (x viewed as (M, n_in), M the product of the leading
+    axes): dx = dy @ W, dW = dy.T @ x, db = sum of dy over the M rows. Init: W and b from
     ``w_init`` and ``b_init`` (keys split off the key in that order), each None = the classic
     U(±1/sqrt(n_in)), in ``dtype`` (default float64). The cache holds x. Computation is in x's
     dtype; dparams come back in the params' dtypes.
@@ -64,48 +66,78 @@ class Linear(Layer):
         return LinearParams(W=W, b=b), ()
 
     def param_shapes(self) -> LinearParams:
+        """W (n_out, n_in), b (n_out,) in ``dtype``."""
         return LinearParams(W=ShapeDtype((self.n_out, self.n_in), self.dtype),
                             b=ShapeDtype((self.n_out,), self.dtype))
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        n, _ = expect_shape(self, input_shape, ("N", self.n_in))
-        return (n, self.n_out)
+        """(N, ..., n_in) -> (N, ..., n_out)."""
+        _check_last_axis(self, input_shape)
+        return (*input_shape[:-1], self.n_out)
 
     def forward(self, params: LinearParams, state: Any, x: np.ndarray
                 ) -> tuple[np.ndarray, LinearCache]:
-        """Inputs: params (:class:`LinearParams`), state ``()``, x (N, n_in).
+        """Inputs: params (:class:`LinearParams`), state ``()``, x (N, ..., n_in).
 
-        Returns y (N, n_out) in x's dtype and a :class:`LinearCache` (holds x)."""
+        Returns y (N, ..., n_out) in x's dtype and a :class:`LinearCache` (holds x)."""
         self.check_spec(params, state)
         x = as_float_array(self, x)
-        expect_shape(self, x, ("N", self.n_in))
-        y = x @ cast_like(params.W, x).T
-        y += cast_like(params.b, x)
-        return y, LinearCache(x=x, state=state)
+        if x.ndim <= 2:  # the classic path (and its message for a 1-D x)
+            expect_shape(self, x, ("N", self.n_in))
+            return affine(x, params.W, params.b), LinearCache(x=x, state=state)
+        _check_last_axis(self, x.shape)
+        y = affine(x.reshape(-1, self.n_in), params.W, params.b)
+        return y.reshape(*x.shape[:-1], self.n_out), LinearCache(x=x, state=state)
 
     def backward(self, params: LinearParams, cache: LinearCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, LinearParams]:
-        """Inputs: params, the forward's cache, dy (N, n_out).
+        """Inputs: params, the forward's cache, dy (N, ..., n_out).
 
-        Returns dx = dy @ W (N, n_in) and ``LinearParams(W=dy.T @ x, b=dy summed over N)``
-        in the params' dtypes."""
-        x = cache.x
-        dy = as_float_array(self, dy, "gradient")
-        expect_shape(self, dy, (x.shape[0], self.n_out), "gradient")
-        return dy @ cast_like(params.W, x), self._dparams(params, x, dy)
+        Returns dx = dy @ W (x's shape) and ``LinearParams(W=dy.T @ x, b=dy summed over the
+        rows)`` in the params' dtypes (x and dy viewed as (M, n_in), (M, n_out))."""
+        x2, dy2 = self._rows(cache.x, dy)
+        dx, dW, db = affine_backward(x2, params.W, dy2)
+        return dx.reshape(cache.x.shape), LinearParams(W=cast_like(dW, params.W),
+                                                       b=cast_like(db, params.b))
 
     def backward_params(self, params: LinearParams, cache: LinearCache, dy: np.ndarray
                         ) -> LinearParams:
         """``backward(params, cache, dy)[1]`` without computing dx (one matrix product
         fewer)."""
-        dy = as_float_array(self, dy, "gradient")
-        expect_shape(self, dy, (cache.x.shape[0], self.n_out), "gradient")
-        return self._dparams(params, cache.x, dy)
-
-    def _dparams(self, params: LinearParams, x: np.ndarray, dy: np.ndarray) -> LinearParams:
-        dW = dy.T @ x
-        db = dy.sum(axis=0)
+        x2, dy2 = self._rows(cache.x, dy)
+        _, dW, db = affine_backward(x2, params.W, dy2, need_dx=False)
         return LinearParams(W=cast_like(dW, params.W), b=cast_like(db, params.b))
+
+    def _rows(self, x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x and the checked dy as (M, n_in) and (M, n_out) (views)."""
+        dy = as_float_array(self, dy, "gradient")
+        expect_shape(self, dy, (*x.shape[:-1], self.n_out), "gradient")
+        if x.ndim == 2:  # the classic path
+            return x, dy
+        return x.reshape(-1, self.n_in), dy.reshape(-1, self.n_out)
+
+
+def _check_last_axis(layer: Linear, shape: tuple[int, ...]) -> None:
+    if len(shape) < 2 or shape[-1] != layer.n_in:
+        raise ValueError(f"{layer!r}: expected input of shape (N, ..., {layer.n_in}), got "
+                         f"shape {tuple(shape)}")
+
+
+def affine(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """y = x @ W.T (+ b) in x's dtype, for x (M, n_in), W (n_out, n_in), b (n_out,) or None:
+    the one matrix product of Linear and of the projections in fnn.attention."""
+    y = x @ cast_like(W, x).T
+    if b is not None:
+        y += cast_like(b, x)
+    return y
+
+
+def affine_backward(x: np.ndarray, W: np.ndarray, dy: np.ndarray, need_dx: bool = True
+                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(dx, dW, db) of :func:`affine` for x (M, n_in), dy (M, n_out): dx = dy @ W in x's dtype
+    (None unless ``need_dx``), dW = dy.T @ x and db = dy summed over the rows, both in dy's
+    dtype (cast them to the params' dtypes)."""
+    return (dy @ cast_like(W, x) if need_dx else None), dy.T @ x, dy.sum(axis=0)
 
 
 @attrs.frozen

@@ -30,7 +30,8 @@ class Sequential(Layer):
     child, ``()`` for a child with none); the cache holds the children's caches and the tuple of
     their new states. ``init(key)`` gives each child its own key split off ``key``. An exception
     raised by a child carries a note with the child's index and repr. ``repr`` shows one child
-    per line."""
+    per line. backward returns dx = None when the first layer does (Embedding: integer inputs
+    have no gradient)."""
 
     layers: tuple = attrs.field(converter=tuple)
 
@@ -127,6 +128,9 @@ class Sequential(Layer):
             except Exception as err:
                 _note(err, i, layer, "backward")
                 raise
+            if dy is None and i > 0:  # dx = None (integer inputs): only the first layer's
+                raise ValueError(f"Sequential layer {i}, {layer!r}, returned dx = None (a layer "
+                                 f"of integer inputs, such as Embedding, must come first)")
         return dy, tuple(grads)
 
 

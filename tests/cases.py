@@ -14,7 +14,9 @@ reference tests import the same table. A row is:
 - ``unique_values``: True when the input must hold distinct values, at least 1/(250 * size)
   >= 1e-5 apart for the sizes drawn here (max pooling: the finite-difference step, 1e-6, must
   not cross a tie). Other rows draw values in
-  [-3, -0.05] U [0.05, 3], away from the kinks of ReLU, LeakyReLU and ELU at 0.
+  [-3, -0.05] U [0.05, 3], away from the kinks of ReLU, LeakyReLU and ELU at 0;
+- ``integer_input``: True when x holds integer indices (Embedding first): x is drawn as valid
+  indices (int64, not cast to the dtype), and the checks expect dx = None.
 
 Use :func:`examples` (a hypothesis strategy) to get an :class:`Example` of a row:
 ``layer, params, state, x`` in the requested dtype, ready for ``layer.forward(params, state, x)``.
@@ -32,6 +34,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+from cases_sequence import SEQUENCE_ROWS, indices
 from hypothesis import strategies as st
 
 import fnn
@@ -39,7 +42,7 @@ from fnn.testing import kink_distance, training_flags
 from fnn.testing.strategies import arrays, layer_examples
 
 __all__ = ["LayerCase", "Example", "CASES", "CASE_IDS", "examples",
-           "input_values", "kink_distance", "training_flags"]
+           "input_values", "indices", "kink_distance", "training_flags"]
 
 Setup = Callable[[st.DrawFn], tuple[Any, tuple[int, ...]]]
 
@@ -51,6 +54,7 @@ class LayerCase:
     mode: str = "train"
     batch_coupled: bool = False
     unique_values: bool = False
+    integer_input: bool = False
 
 
 @attrs.frozen
@@ -310,6 +314,7 @@ CASES: list[LayerCase] = [
     LayerCase("cnn-train", _cnn, batch_coupled=True, unique_values=True),
     LayerCase("cnn-eval", _cnn, mode="eval", unique_values=True),
     LayerCase("groupnorm", _groupnorm),
+    *(LayerCase(name, setup, **flags) for name, setup, flags in SEQUENCE_ROWS),
 ]
 CASE_IDS = [case.name for case in CASES]
 
@@ -330,7 +335,20 @@ def examples(draw: st.DrawFn, case: LayerCase, dtype: Any = np.float64, min_batc
     layer and sample shape, in the row's mode (eval: after a training forward on another drawn
     batch), with min_batch <= N <= max_batch; all floating-point leaves in ``dtype``."""
     layer, sample_shape = case.setup(draw)
+    if case.integer_input:  # indices (Embedding first): drawn valid, never cast
+        return _integer_example(draw, case, layer, sample_shape, dtype, min_batch, max_batch)
     params, state, x = draw(layer_examples(
         layer, sample_shape, mode=case.mode, unique=case.unique_values, dtype=dtype,
         min_batch=min_batch, max_batch=max_batch))
     return Example(case, layer, params, state, x)
+
+
+def _integer_example(draw: st.DrawFn, case: LayerCase, layer: Any, sample_shape: tuple,
+                     dtype: Any, min_batch: int, max_batch: int) -> Example:
+    """An :class:`Example` whose x holds valid indices (see ``cases_sequence.indices``)."""
+    shape = (draw(st.integers(min_batch, max_batch)), *sample_shape)
+    params, state = layer.init(draw(st.integers(0, 2**32 - 1)))
+    if case.mode == "eval":
+        state = fnn.eval_mode(layer.forward(params, state, indices(draw, shape, layer))[1].state)
+    return Example(case, layer, fnn.tree.cast(params, dtype), fnn.tree.cast(state, dtype),
+                   indices(draw, shape, layer))

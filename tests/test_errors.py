@@ -31,7 +31,7 @@ def assert_unchanged(before: Any, after: Any) -> None:
 
 BAD_SHAPES = [
     (fnn.Linear(3, 4), (2, 5), "(N, 3)"),
-    (fnn.Linear(3, 4), (2, 3, 1), "(N, 3)"),
+    (fnn.Linear(3, 4), (2, 3, 1), "(N, ..., 3)"),  # over the last axis, as torch.nn.Linear
     (fnn.Linear(3, 4), (3,), "(N, 3)"),
     (fnn.ChannelwiseScaling(3), (2, 4), "(N, 3)"),
     (fnn.BatchNormalization(3), (2, 4), "(N, 3)"),
@@ -91,8 +91,15 @@ def test_wrong_gradient_shape(case, data):
 @ROWS
 @given(data=st.data())
 def test_integer_input_is_a_type_error(case, data):
+    """... and float input, for the rows whose input is integer indices (Embedding)."""
     ex = data.draw(examples(case))
     y, cache = ex.layer.forward(ex.params, ex.state, ex.x)
+    if case.integer_input:
+        with pytest.raises(TypeError, match="integer indices, got dtype float64"):
+            ex.layer.forward(ex.params, ex.state, ex.x.astype(np.float64))
+        with pytest.raises(TypeError, match="floating-point gradient"):
+            ex.layer.backward(ex.params, cache, np.ones(y.shape, np.int64))
+        return
     for dtype in (np.int64, np.int32, np.bool_):
         with pytest.raises(TypeError, match=rf"floating-point input, got dtype "
                                             rf"{np.dtype(dtype)}"):
@@ -111,8 +118,12 @@ def test_float16_is_refused_with_one_message(case, data):
     for dtype in (np.float16, np.longdouble):
         if np.dtype(dtype) == np.float64:  # longdouble is float64 on some platforms
             continue
-        with pytest.raises(TypeError, match="float32 or float64 input, got dtype"):
-            ex.layer.forward(ex.params, ex.state, ex.x.astype(dtype))
+        if case.integer_input:  # indices: a float input of any kind is refused
+            with pytest.raises(TypeError, match=f"integer indices, got dtype {np.dtype(dtype)}"):
+                ex.layer.forward(ex.params, ex.state, ex.x.astype(dtype))
+        else:
+            with pytest.raises(TypeError, match="float32 or float64 input, got dtype"):
+                ex.layer.forward(ex.params, ex.state, ex.x.astype(dtype))
         with pytest.raises(TypeError, match="float32 or float64 gradient, got dtype"):
             ex.layer.backward(ex.params, cache, np.ones(y.shape, dtype))
 

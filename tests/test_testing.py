@@ -223,8 +223,21 @@ def test_check_layer_on_every_row(case, data):
     """check_layer itself, on every row of the table, as a user would call it."""
     layer, sample_shape = case.setup(data.draw)
     shape = (data.draw(batch_sizes(1, 3)), *sample_shape)
+    make_input = None
+    if case.integer_input:  # valid indices, never the frozen padding row (as the table)
+        def make_input(k, shape):
+            return fnn.generator(k).choice(_valid_indices(layer), shape)
     check_layer(layer, shape, key=data.draw(keys()), mode=case.mode,
-                batch_coupled=case.batch_coupled, unique_values=case.unique_values)
+                batch_coupled=case.batch_coupled, unique_values=case.unique_values,
+                make_input=make_input)
+
+
+def _valid_indices(layer) -> np.ndarray:
+    """The indices of the Embedding that ``layer`` is or starts with, less its padding_idx."""
+    while isinstance(layer, fnn.Sequential):
+        layer = layer.layers[0]
+    pad = None if layer.padding_idx is None else layer.padding_idx % layer.num_embeddings
+    return np.array([i for i in range(layer.num_embeddings) if i != pad])
 
 
 # --- strategies and inputs ------------------------------------------------------------------

@@ -77,12 +77,14 @@ def check_gradients(layer: Any, params: Any, state: Any, x: np.ndarray, dy: Any 
     """Check ``layer.backward`` against float64 central differences of the scalar
     L = sum(forward(params, state, x)[0] * dy), for dx and every float array leaf of params.
 
-    Everything is cast to float64 first. ``dy`` defaults to a standard normal draw from ``key``.
+    Everything is cast to float64 first, except integer x (indices, as Embedding's), which has
+    no gradient: dx must then be None. ``dy`` defaults to a standard normal draw from ``key``.
     The state is held fixed (the same Dropout key, the same BatchNorm mode). Returns the largest
     absolute error per checked array (``"dx"``, ``"params[i]"`` in leaf order).
     """
     params, state = tree.cast(params, np.float64), tree.cast(state, np.float64)
-    x = np.array(x, dtype=np.float64)
+    integer = np.issubdtype(np.asarray(x).dtype, np.integer)
+    x = np.array(x, dtype=None if integer else np.float64)
     y, cache = layer.forward(params, state, x)
     dy = draw_dy(y, key) if dy is None else np.array(dy, np.float64)
     dx, dparams = layer.backward(params, cache, dy)
@@ -90,8 +92,14 @@ def check_gradients(layer: Any, params: Any, state: Any, x: np.ndarray, dy: Any 
     def loss(p: Any, xx: np.ndarray) -> float:
         return float(np.sum(layer.forward(p, state, xx)[0] * dy))
 
-    report = {"dx": _compare("dx", dx, numeric_gradient(lambda xx: loss(params, xx), x, eps),
-                             rtol, atol)}
+    if integer:  # indices (Embedding): no gradient, and dx must say so
+        if dx is not None:
+            raise AssertionError(f"{layer!r}: integer input, expected dx = None, got "
+                                 f"{type(dx).__name__}")
+        report = {}
+    else:
+        report = {"dx": _compare("dx", dx, numeric_gradient(lambda xx: loss(params, xx), x,
+                                                            eps), rtol, atol)}
     leaves = tree.leaves(params)
     grads = tree.leaves(dparams)
     if len(grads) != len(leaves):
@@ -186,6 +194,11 @@ def _structure(layer: Any, what: str, like: Any, other: Any) -> None:
         raise AssertionError(f"{layer!r}: {what} ({err})") from err
 
 
+def _integer(x: Any) -> bool:
+    """Integer inputs (indices, as Embedding's) have no gradient: backward gives dx = None."""
+    return np.issubdtype(np.asarray(x).dtype, np.integer)
+
+
 def _run(layer: Any, params: Any, state: Any, x: np.ndarray, key: int | Key = 1) -> tuple:
     """Forward, then backward with the default dy of ``key``: (y, cache, dy, dx, dparams)."""
     y, cache = layer.forward(params, state, x)
@@ -198,7 +211,8 @@ def check_shapes(layer: Any, params: Any, state: Any, x: np.ndarray, *,
                  output_shape: tuple[int, ...] | None = None) -> None:
     """Check the shapes and records one forward and backward return.
 
-    - y has ``output_shape`` (default ``layer.output_shape(x.shape)``), dx has x's shape;
+    - y has ``output_shape`` (default ``layer.output_shape(x.shape)``), dx has x's shape
+      (None for integer x: indices have no gradient);
     - dparams has params' record types all the way down, leaf for leaf of the same shape;
     - the cache has a ``state`` field with state's tree structure.
     """
@@ -207,7 +221,11 @@ def check_shapes(layer: Any, params: Any, state: Any, x: np.ndarray, *,
     if np.shape(y) != expected:
         raise AssertionError(f"{layer!r}: forward gives shape {np.shape(y)} for input shape "
                              f"{x.shape}, output_shape says {expected}")
-    if np.shape(dx) != x.shape:
+    if _integer(x):
+        if dx is not None:
+            raise AssertionError(f"{layer!r}: integer input, expected dx = None, got "
+                                 f"{type(dx).__name__}")
+    elif np.shape(dx) != x.shape:
         raise AssertionError(f"{layer!r}: dx has shape {np.shape(dx)}, x has {x.shape}")
     _structure(layer, "dparams does not have the structure of params", params, dparams)
     shapes = [[np.shape(a) for a in tree.leaves(t)] for t in (params, dparams)]
@@ -241,11 +259,15 @@ def _float_leaves(t: Any) -> list[np.ndarray]:
 
 def check_dtypes(layer: Any, params: Any, state: Any, x: np.ndarray) -> None:
     """float32 in (x, params, state) gives float32 y, dx, dparams and new state; float64
-    likewise (everything is cast to each dtype first)."""
+    likewise (everything is cast to each dtype first; integer x stays integer, and y and
+    dparams follow the params)."""
+    integer = _integer(x)
     for dtype in (np.float32, np.float64):
         y, cache, _, dx, dparams = _run(layer, tree.cast(params, dtype),
-                                        tree.cast(state, dtype), x.astype(dtype))
-        got = [np.asarray(a).dtype for a in (y, dx, *_float_leaves((dparams, cache.state)))]
+                                        tree.cast(state, dtype),
+                                        x if integer else x.astype(dtype))
+        outputs = (y,) if integer else (y, dx)
+        got = [np.asarray(a).dtype for a in (*outputs, *_float_leaves((dparams, cache.state)))]
         if any(d != dtype for d in got):
             raise AssertionError(f"{layer!r}: {np.dtype(dtype).name} in gives dtypes "
                                  f"{[d.name for d in got]} (y, dx, dparams, new state)")
@@ -270,8 +292,9 @@ def check_batch_consistency(layer: Any, params: Any, state: Any, x: np.ndarray,
     try:
         np.testing.assert_allclose(y, np.concatenate([p[0] for p in parts]), rtol, atol,
                                    err_msg="y")
-        np.testing.assert_allclose(dx, np.concatenate([p[1] for p in parts]), rtol, atol,
-                                   err_msg="dx")
+        if not _integer(x):
+            np.testing.assert_allclose(dx, np.concatenate([p[1] for p in parts]), rtol, atol,
+                                       err_msg="dx")
         tree.map(lambda g, a, b: np.testing.assert_allclose(g, a + b, rtol, atol,
                                                             err_msg="dparams"),
                  dparams, parts[0][2], parts[1][2])

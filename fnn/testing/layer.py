@@ -108,7 +108,8 @@ def _input_shape(input_shape: Any) -> tuple[int, ...]:
 
 def check_layer(layer: Any, input_shape: Sequence[int], *, key: int | Key = 0,
                 mode: str = "train", batch_coupled: bool = False, unique_values: bool = False,
-                max_draws: int = 20, rtol: float = 1e-5, atol: float = 1e-7) -> dict[str, Any]:
+                max_draws: int = 20, rtol: float = 1e-5, atol: float = 1e-7,
+                make_input: Any = None) -> dict[str, Any]:
     """Run on ``layer`` every generic check the project runs on its built-in layers.
 
     Inputs:
@@ -123,7 +124,10 @@ def check_layer(layer: Any, input_shape: Sequence[int], *, key: int | Key = 0,
     - unique_values: draw distinct input values (layers with ties, such as max pooling);
       otherwise |x| is in [0.05, 3], away from the kinks at 0;
     - max_draws: inputs drawn until one is farther than 1e-5 from every kink
-      (:func:`kink_distance`); rtol, atol: of the gradient check.
+      (:func:`kink_distance`); rtol, atol: of the gradient check;
+    - make_input: a function ``(key, shape) -> x`` drawing inputs of another kind, e.g.
+      integer indices for a layer that starts with an Embedding (its dx must then be None);
+      default :func:`input_array` (with ``unique_values``).
 
     Runs, in order: :func:`check_init_shapes` and :func:`check_modes` on ``init``'s result,
     then on x in float64: :func:`check_shapes` (against ``layer.output_shape``),
@@ -141,10 +145,13 @@ def check_layer(layer: Any, input_shape: Sequence[int], *, key: int | Key = 0,
     check_init_shapes(layer, params, state)
     check_modes(layer, k_init)
     params, state = tree.cast(params, np.float64), tree.cast(state, np.float64)
+    if make_input is None:
+        def make_input(k: Key, shape: tuple[int, ...]) -> np.ndarray:
+            return input_array(k, shape, unique=unique_values)
     if mode == "eval":
-        state = eval_state(layer, params, state, input_array(k_warm, shape, unique=unique_values))
+        state = eval_state(layer, params, state, make_input(k_warm, shape))
     for k in split_key(k_x, max_draws):
-        x = input_array(k, shape, unique=unique_values)
+        x = make_input(k, shape)
         if kink_distance(layer, params, state, x) > KINK_MARGIN:
             break
     else:
