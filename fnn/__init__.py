@@ -36,6 +36,8 @@ from .losses import (
 from .normalization import BatchNorm2d, BatchNormalization, LayerNorm
 from .optim import SGD, Adam, AdamW, RMSprop, SGDMomentum, clip_by_global_norm
 from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from .recurrent import GRU, LSTM, RNN
+from .sequence import Bidirectional, LastStep
 from .sequential import Residual, Sequential
 from .shape import Flatten
 from .train import fit
@@ -54,4 +56,5 @@ __all__ = [
     "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
     "AvgPool2d", "GlobalAvgPool2d",
+    "RNN", "LSTM", "GRU", "Bidirectional", "LastStep",
 ]

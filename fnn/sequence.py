@@ -1,0 +1,136 @@
+"""Layers around recurrent ones: Bidirectional (a forward and a reversed copy side by side) and
+LastStep (the last step of a sequence, for sequence classifiers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+
+from .core import Key, Layer, as_float_array, expect_shape, split_key
+
+__all__ = ["Bidirectional", "BidirectionalParams", "BidirectionalCache", "LastStep",
+           "LastStepCache"]
+
+
+@attrs.frozen
+class BidirectionalParams:
+    forward: Any  # the left-to-right layer's params
+    backward: Any  # the right-to-left layer's params
+
+
+@attrs.frozen
+class BidirectionalCache:
+    forward: Any  # the two layers' caches
+    backward: Any
+    split: int  # the forward layer's output width
+    state: Any = ()
+
+
+def _reversible(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not (attrs.has(type(value)) and isinstance(getattr(value, "reverse", None), bool)
+            and hasattr(value, "forward")):
+        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a layer with a "
+                         f"reverse option (fnn.RNN, fnn.LSTM, fnn.GRU), got {value!r}")
+
+
+@attrs.frozen
+class Bidirectional(Layer):
+    """y = concat(layer(x), reversed(layer)(x)) over the last axis, as PyTorch's
+    ``bidirectional=True``: ``Bidirectional(fnn.LSTM(F, H))`` is ``nn.LSTM(F, H,
+    bidirectional=True, batch_first=True)``.
+
+    Inputs x (N, T, F) -> y (N, T, 2H): y[..., :H] from ``layer`` and y[..., H:] from a copy
+    with ``reverse`` flipped (for ``reverse=False``: y[:, t, H:] has read x_T ... x_t). Params
+    ``BidirectionalParams(forward, backward)``, each the layer's own record, drawn from two keys
+    split off the key (leaves in PyTorch's order: weight_ih_l0, ..., weight_ih_l0_reverse,
+    ...); state the tuple of the two states. Backward: dx = dx_forward + dx_backward.
+    """
+
+    layer: Any = attrs.field(validator=_reversible)
+
+    @property
+    def layers(self) -> tuple[Any, Any]:
+        """(the forward layer, the reversed copy)."""
+        return self.layer, attrs.evolve(self.layer, reverse=not self.layer.reverse)
+
+    def param_shapes(self) -> BidirectionalParams:
+        return BidirectionalParams(*(layer.param_shapes() for layer in self.layers))
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = self.layer.output_shape(input_shape)
+        return (*shape[:-1], 2 * shape[-1])
+
+    def init(self, key: int | Key) -> tuple[BidirectionalParams, tuple]:
+        (pf, sf), (pb, sb) = (layer.init(k) for layer, k in zip(self.layers, split_key(key, 2)))
+        return BidirectionalParams(pf, pb), (sf, sb)
+
+    def forward(self, params: BidirectionalParams, state: Any, x: np.ndarray
+                ) -> tuple[np.ndarray, BidirectionalCache]:
+        """Inputs: x (N, T, F). Returns y (N, T, 2H) and the cache (both layers' caches)."""
+        if not isinstance(params, BidirectionalParams):
+            raise ValueError(f"{self!r}: expected BidirectionalParams, got "
+                             f"{type(params).__name__}")
+        if not (isinstance(state, tuple) and len(state) == 2):
+            raise ValueError(f"{self!r}: expected state as a tuple of 2 entries (forward, "
+                             f"backward), got {state!r}")
+        fwd, bwd = self.layers
+        yf, cf = fwd.forward(params.forward, state[0], x)
+        yb, cb = bwd.forward(params.backward, state[1], x)
+        return (np.concatenate([yf, yb], axis=-1),
+                BidirectionalCache(cf, cb, yf.shape[-1], (cf.state, cb.state)))
+
+    def backward(self, params: BidirectionalParams, cache: BidirectionalCache, dy: np.ndarray
+                 ) -> tuple[np.ndarray, BidirectionalParams]:
+        """Inputs: dy (N, T, 2H). Returns dx (N, T, F) and BidirectionalParams of gradients."""
+        dy = as_float_array(self, dy, "gradient")
+        h = cache.split
+        if dy.ndim < 1 or dy.shape[-1] != 2 * h:
+            raise ValueError(f"{self!r}: expected gradient of shape (..., {2 * h}), got shape "
+                             f"{tuple(dy.shape)}")
+        fwd, bwd = self.layers
+        dxf, gf = fwd.backward(params.forward, cache.forward, dy[..., :h])
+        dxb, gb = bwd.backward(params.backward, cache.backward, dy[..., h:])
+        dxf += dxb
+        return dxf, BidirectionalParams(gf, gb)
+
+
+@attrs.frozen
+class LastStepCache:
+    x_shape: tuple
+    dtype: str
+    state: Any = ()
+
+
+@attrs.frozen
+class LastStep(Layer):
+    """y = x[:, -1]: the last step of each sequence, so that ``Sequential([LSTM(F, H),
+    LastStep(), Linear(H, C)])`` classifies sequences (PyTorch: ``output[:, -1]``).
+
+    Inputs x (N, T, ...) with T >= 1 -> y (N, ...) (a copy). Backward: dx (N, T, ...) is zero
+    except dx[:, -1] = dy. No params, no state; the cache holds x's shape and dtype. All
+    sequences of a batch have length T (pad at the front to batch unequal lengths).
+    """
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) < 2 or input_shape[1] < 1:
+            raise ValueError(f"{self!r}: expected input of shape (N, T, ...) with T >= 1, got "
+                             f"shape {tuple(input_shape)}")
+        return (input_shape[0], *input_shape[2:])
+
+    def forward(self, params: Any, state: Any, x: np.ndarray) -> tuple[np.ndarray, LastStepCache]:
+        """Inputs: x (N, T, ...). Returns y = x[:, -1] (N, ...) and the cache."""
+        x = as_float_array(self, x)
+        self.output_shape(x.shape)
+        return x[:, -1].copy(), LastStepCache(x.shape, x.dtype.name, state)
+
+    def backward(self, params: Any, cache: LastStepCache, dy: np.ndarray
+                 ) -> tuple[np.ndarray, tuple]:
+        """Inputs: dy (N, ...). Returns dx (N, T, ...), zero but for the last step."""
+        dy = as_float_array(self, dy, "gradient")
+        expect_shape(self, dy, self.output_shape(cache.x_shape), "gradient")
+        dx = np.zeros(cache.x_shape, cache.dtype)
+        dx[:, -1] = dy
+        return dx, ()
+
