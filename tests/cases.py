@@ -227,6 +227,42 @@ def _cnn(draw: st.DrawFn):
     return net, (c_in, h, w)
 
 
+# --- recurrent layers: x (N, T, F); T from 1 to 4 steps ---------------------------------------
+
+_CELLS = {"rnn-tanh": fnn.RNN, "rnn-relu": lambda f, h, **kw: fnn.RNN(f, h, "relu", **kw),
+          "lstm": fnn.LSTM, "gru": fnn.GRU}
+
+
+def _recurrent(cell: str | None = None, reverse: bool | None = False,
+               bidirectional: bool = False) -> Setup:
+    """A recurrent layer of ``cell`` (None: drawn), ``reverse`` (None: drawn), optionally
+    wrapped in Bidirectional; F and H from 1 to 3."""
+    def setup(draw: st.DrawFn):
+        make = _CELLS[cell if cell is not None else draw(st.sampled_from(sorted(_CELLS)))]
+        rev = draw(st.booleans()) if reverse is None else reverse
+        f, h = _size(draw, 3), _size(draw, 3)
+        layer = make(f, h, reverse=rev)
+        return (fnn.Bidirectional(layer) if bidirectional else layer), (_size(draw), f)
+    return setup
+
+
+def _lstm_classifier(draw: st.DrawFn):
+    """LSTM -> LastStep -> Linear: a sequence classifier."""
+    f, h, c = _size(draw, 3), _size(draw, 3), _size(draw, 3)
+    return fnn.Sequential([fnn.LSTM(f, h), fnn.LastStep(), fnn.Linear(h, c)]), (_size(draw), f)
+
+
+def _rnn_preactivations(layer: Any, params: Any, state: Any, x: np.ndarray) -> np.ndarray:
+    """x_t W_ihᵀ + b_ih + h_(t-1) W_hhᵀ + b_hh of an RNN at every step (h from its output)."""
+    y = layer.forward(params, state, x)[0]
+    h_prev = np.zeros_like(y)
+    if layer.reverse:
+        h_prev[:, :-1] = y[:, 1:]
+    else:
+        h_prev[:, 1:] = y[:, :-1]
+    return x @ params.W_ih.T + params.b_ih + h_prev @ params.W_hh.T + params.b_hh
+
+
 CASES: list[LayerCase] = [
     LayerCase("linear", _linear),
     LayerCase("softmax", _classes(fnn.SoftMax)),
@@ -292,6 +328,14 @@ CASES: list[LayerCase] = [
     LayerCase("mlp-eval", _mlp, mode="eval"),
     LayerCase("cnn-train", _cnn, batch_coupled=True, unique_values=True),
     LayerCase("cnn-eval", _cnn, mode="eval", unique_values=True),
+    LayerCase("rnn-tanh", _recurrent("rnn-tanh")),
+    LayerCase("rnn-relu", _recurrent("rnn-relu")),
+    LayerCase("lstm", _recurrent("lstm")),
+    LayerCase("gru", _recurrent("gru")),
+    LayerCase("recurrent-reverse", _recurrent(reverse=True)),
+    LayerCase("bidirectional", _recurrent(reverse=None, bidirectional=True)),
+    LayerCase("laststep", lambda draw: (fnn.LastStep(), (_size(draw), *_any_shape(draw)))),
+    LayerCase("lstm-laststep-linear", _lstm_classifier),
 ]
 CASE_IDS = [case.name for case in CASES]
 
@@ -372,6 +416,11 @@ def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
             return distance
         case fnn.Residual():
             return kink_distance(layer.layer, params, state, x)
+        case fnn.RNN(nonlinearity="relu"):
+            return float(np.abs(_rnn_preactivations(layer, params, state, x)).min(initial=np.inf))
+        case fnn.Bidirectional():
+            return min(kink_distance(inner, p, s, x) for inner, p, s in zip(
+                layer.layers, (params.forward, params.backward), state))
         case fnn.ReLU() | fnn.LeakyReLU():
             return float(np.abs(x).min(initial=np.inf))
         case fnn.ELU() if layer.alpha != 1.0:
