@@ -1,7 +1,8 @@
 """``python -m fnn`` (or the ``fnn`` console script): train a classifier on the digits.
 
 By default an MLP on the 8x8 digits that scikit-learn ships (no download), 80/20 split by the
-seed; ``--model cnn`` trains a small CNN (Conv2d, MaxPool2d, BatchNormalization, Dropout);
+seed; ``--model cnn`` trains a small CNN (Conv2d, MaxPool2d, BatchNormalization, Dropout),
+``--model lstm`` / ``gru`` a recurrent classifier on each image as a sequence of its rows;
 ``--mnist DIR`` uses the MNIST IDX files in DIR instead. Prints the progress, the final
 train/test accuracy and the time per epoch; writes ``model.npz`` (see :mod:`fnn.io`),
 ``history.json`` and ``curves.png`` (when matplotlib is installed) to ``--out``.
@@ -30,11 +31,13 @@ from .losses import ClassNLLCriterion
 from .normalization import BatchNormalization
 from .optim import Adam, SGDMomentum
 from .pooling import MaxPool2d
+from .recurrent import GRU, LSTM
+from .sequence import LastStep
 from .sequential import Sequential
 from .shape import Flatten
 from .tree import cast
 
-__all__ = ["main", "mlp", "cnn", "parse_args"]
+__all__ = ["main", "mlp", "cnn", "recurrent", "parse_args"]
 
 DEFAULT_LR = {"adam": 0.002, "sgd": 0.05}
 
@@ -63,12 +66,23 @@ def cnn(image_shape: tuple[int, int, int], n_classes: int) -> Sequential:
                        Linear(64, n_classes), LogSoftMax()])
 
 
+RECURRENT = {"lstm": LSTM, "gru": GRU}
+
+
+def recurrent(cell: str, n_features: int, n_classes: int, hidden: int = 128) -> Sequential:
+    """``cell`` ("lstm" or "gru") of ``hidden`` units, LastStep, Linear, LogSoftMax:
+    sequences (N, T, n_features) -> (N, n_classes), from the hidden state after the last step."""
+    return Sequential([RECURRENT[cell](n_features, hidden), LastStep(),
+                       Linear(hidden, n_classes), LogSoftMax()])
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="fnn", description="Train an fnn classifier on the 8x8 digits (or MNIST IDX files).",
         epilog="Writes model.npz (fnn.load reads it), history.json and curves.png to --out.")
-    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
-                   help="mlp: 2 x 256 hidden units; cnn: 2 conv stages (default: %(default)s)")
+    p.add_argument("--model", choices=("mlp", "cnn", *RECURRENT), default="mlp",
+                   help="mlp: 2 x 256 hidden units; cnn: 2 conv stages; lstm, gru: 128 units "
+                        "over the image rows as steps (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=30, help="(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
@@ -100,12 +114,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _load(args: argparse.Namespace, key: Any) -> tuple[str, tuple]:
     """(name of the data, (x_train, x_test, y_train, y_test))."""
     images = args.model == "cnn"
+    view = data.as_sequences if args.model in RECURRENT else np.asarray  # rows as steps
     if args.mnist is None:
         x, labels = data.load_digits(args.dtype, images=images)
-        return "digits", data.train_test_split(x, labels, args.test_fraction, key=key)
+        return "digits", data.train_test_split(view(x), labels, args.test_fraction, key=key)
     x_train, y_train = data.load_mnist(args.mnist, "train", args.dtype, images=images)
     x_test, y_test = data.load_mnist(args.mnist, "t10k", args.dtype, images=images)
-    return "mnist", (x_train, x_test, y_train, y_test)
+    return "mnist", (view(x_train), view(x_test), y_train, y_test)
 
 
 def _blas_threads(n: int) -> contextlib.AbstractContextManager:
@@ -143,8 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     k_split, k_init, k_fit = split_key(args.seed, 3)
     dataset, (x_train, x_test, y_train, y_test) = _load(args, k_split)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    net = (cnn(x_train.shape[1:], n_classes) if args.model == "cnn"
-           else mlp(x_train.shape[1], n_classes))
+    if args.model in RECURRENT:
+        net = recurrent(args.model, x_train.shape[2], n_classes)
+    else:
+        net = (cnn(x_train.shape[1:], n_classes) if args.model == "cnn"
+               else mlp(x_train.shape[1], n_classes))
     params, state = cast(net.init(k_init), np.dtype(args.dtype))
     opt = Adam(args.lr) if args.optimizer == "adam" else SGDMomentum(args.lr, momentum=0.9)
     crit = ClassNLLCriterion()

@@ -268,3 +268,21 @@ def test_options_are_keyword_only():
     with pytest.raises(TypeError):
         fnn.LSTM(3, 2, True)
     assert functools.partial(fnn.RNN, 3, 2, "relu")().nonlinearity == "relu"
+
+
+# --- the sequence view of images (fnn.data.as_sequences) -----------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_as_sequences_gives_the_rows_as_steps(dtype):
+    x = np.arange(2 * 16, dtype=dtype).reshape(2, 16)
+    seq = fnn.data.as_sequences(x)
+    assert seq.shape == (2, 4, 4) and seq.dtype == dtype
+    np.testing.assert_array_equal(seq[1, 2], x[1, 8:12])  # step 2 of image 1 = its row 2
+    np.testing.assert_array_equal(fnn.data.as_sequences(x.reshape(2, 1, 4, 4)), seq)
+    assert not np.shares_memory(seq, x)
+
+
+@pytest.mark.parametrize("shape", [(2, 15), (2, 3, 4, 4), (16,), (2, 4, 4)])
+def test_as_sequences_rejects_other_shapes(shape):
+    with pytest.raises(ValueError, match=r"as_sequences: expected one-channel images"):
+        fnn.data.as_sequences(np.zeros(shape))
