@@ -24,7 +24,6 @@ from typing import Any, ClassVar
 
 import attrs
 import numpy as np
-from scipy.special import expit
 
 from .core import (
     Key,
@@ -58,6 +57,15 @@ class RecurrentCache:
     h: np.ndarray  # (T + 1, N, H): the hidden states, h[0] = 0, time-major, in step order
     saved: tuple  # the cell's per-step arrays (see each cell's _buffers)
     state: Any = ()
+
+
+def _sigmoid(x: np.ndarray, out: np.ndarray) -> None:
+    """out = sigmoid(x) = (1 + tanh(x/2))/2: numpy's tanh is vectorized, many times faster than
+    scipy's expit; the absolute error is a few units in the last place of 1."""
+    np.multiply(x, 0.5, out=out)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
 
 
 def _time_major(a: np.ndarray, reverse: bool) -> np.ndarray:
@@ -254,9 +262,9 @@ class LSTM(Recurrent):
         acts, cs, tanh_c = saved
         h, a = self.hidden_size, acts[t]
         hw += xw
-        expit(hw[:, :2 * h], out=a[:, :2 * h])
+        _sigmoid(hw[:, :2 * h], a[:, :2 * h])
         np.tanh(hw[:, 2 * h:3 * h], out=a[:, 2 * h:3 * h])
-        expit(hw[:, 3 * h:], out=a[:, 3 * h:])
+        _sigmoid(hw[:, 3 * h:], a[:, 3 * h:])
         i, f, g, o = a[:, :h], a[:, h:2 * h], a[:, 2 * h:3 * h], a[:, 3 * h:]
         c = cs[t + 1]
         np.multiply(f, cs[t], out=c)
@@ -317,7 +325,7 @@ class GRU(Recurrent):
         hw += b_hh
         hn[t] = hw[:, 2 * h:]
         np.add(xw[:, :2 * h], hw[:, :2 * h], out=a[:, :2 * h])
-        expit(a[:, :2 * h], out=a[:, :2 * h])
+        _sigmoid(a[:, :2 * h], a[:, :2 * h])
         r, z, n = a[:, :h], a[:, h:2 * h], a[:, 2 * h:]
         np.multiply(r, hn[t], out=n)
         n += xw[:, 2 * h:]
