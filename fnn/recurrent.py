@@ -59,15 +59,6 @@ class RecurrentCache:
     state: Any = ()
 
 
-def _sigmoid(x: np.ndarray, out: np.ndarray) -> None:
-    """out = sigmoid(x) = (1 + tanh(x/2))/2: numpy's tanh is vectorized, many times faster than
-    scipy's expit; the absolute error is a few units in the last place of 1."""
-    np.multiply(x, 0.5, out=out)
-    np.tanh(out, out=out)
-    out *= 0.5
-    out += 0.5
-
-
 def _time_major(a: np.ndarray, reverse: bool) -> np.ndarray:
     """(N, T, ...) -> a C-contiguous (T, N, ...) copy, time reversed when ``reverse``."""
     a = a.swapaxes(0, 1)
@@ -94,6 +85,10 @@ class Recurrent(Layer):
 
     gates: ClassVar[int] = 1
     bias_hh_in_input: ClassVar[bool] = True  # False: b_hh is applied inside the cell (GRU)
+    # which gate blocks are sigmoids: computed as sigmoid(a) = (1 + tanh(a/2))/2 (numpy's tanh
+    # is vectorized, many times faster than scipy's expit), with the halving folded into the
+    # weights of those rows (exact: a power of 2) and one tanh over all the gates
+    sigmoid_gates: ClassVar[tuple[bool, ...]] = (False,)
 
     # --- protocol -------------------------------------------------------------------------
 
@@ -136,6 +131,11 @@ class Recurrent(Layer):
         x = as_float_array(self, x)
         expect_shape(self, x, ("N", "T", self.input_size))
         W_ih, W_hh, b_ih, b_hh = self._weights(params, x)
+        half = np.repeat(np.where(self.sigmoid_gates, 0.5, 1.0), self.hidden_size
+                         ).astype(x.dtype)
+        if any(self.sigmoid_gates):  # pre-activations of the sigmoid gates come out halved
+            W_ih, W_hh, b_ih, b_hh = (W_ih * half[:, None], W_hh * half[:, None], b_ih * half,
+                                      b_hh * half)
         n, t_len, _ = x.shape
         xs = _time_major(x, self.reverse)
         xw = xs.reshape(t_len * n, -1) @ W_ih.T
@@ -146,7 +146,7 @@ class Recurrent(Layer):
         W_hh_T, hw = W_hh.T, np.empty((n, W_hh.shape[0]), x.dtype)
         for t in range(t_len):
             np.matmul(hs[t], W_hh_T, out=hw)
-            self._step(t, xw[t], hw, b_hh, hs, saved)
+            self._step(t, xw[t], hw, (b_hh, half, 1 - half), hs, saved)
         y = hs[:0:-1] if self.reverse else hs[1:]
         return np.ascontiguousarray(y.swapaxes(0, 1)), RecurrentCache(xs, hs, saved, state)
 
@@ -187,8 +187,11 @@ class Recurrent(Layer):
     def _buffers(self, t_len: int, n: int, dtype: Any) -> tuple:
         return ()
 
-    def _step(self, t: int, xw: np.ndarray, hw: np.ndarray, b_hh: np.ndarray,
+    def _step(self, t: int, xw: np.ndarray, hw: np.ndarray, consts: tuple,
               hs: np.ndarray, saved: tuple) -> None:
+        """Write h_t = hs[t + 1] (and the saved arrays at t) from the input part ``xw`` and the
+        recurrent product ``hw`` = h_(t-1) W_hhᵀ (scratch); ``consts`` = (b_hh, half, 1 - half):
+        sigmoid(a) = tanh(a_halved)·half + (1 - half) on the sigmoid blocks."""
         raise NotImplementedError
 
     def _prepare(self, hs: np.ndarray, saved: tuple) -> Any:
@@ -219,7 +222,7 @@ class RNN(Recurrent):
 
     nonlinearity: str = attrs.field(default="tanh", validator=_nonlinearity)
 
-    def _step(self, t, xw, hw, b_hh, hs, saved):
+    def _step(self, t, xw, hw, consts, hs, saved):
         hw += xw
         if self.nonlinearity == "tanh":
             np.tanh(hw, out=hs[t + 1])
@@ -252,19 +255,21 @@ class LSTM(Recurrent):
     """
 
     gates: ClassVar[int] = 4
+    sigmoid_gates: ClassVar[tuple[bool, ...]] = (True, True, False, True)
 
     def _buffers(self, t_len, n, dtype):
         h = self.hidden_size
         cs = np.zeros((t_len + 1, n, h), dtype)
         return np.empty((t_len, n, 4 * h), dtype), cs, np.empty((t_len, n, h), dtype)
 
-    def _step(self, t, xw, hw, b_hh, hs, saved):
+    def _step(self, t, xw, hw, consts, hs, saved):
         acts, cs, tanh_c = saved
+        _, half, offset = consts
         h, a = self.hidden_size, acts[t]
         hw += xw
-        _sigmoid(hw[:, :2 * h], a[:, :2 * h])
-        np.tanh(hw[:, 2 * h:3 * h], out=a[:, 2 * h:3 * h])
-        _sigmoid(hw[:, 3 * h:], a[:, 3 * h:])
+        np.tanh(hw, out=a)
+        a *= half
+        a += offset
         i, f, g, o = a[:, :h], a[:, h:2 * h], a[:, 2 * h:3 * h], a[:, 3 * h:]
         c = cs[t + 1]
         np.multiply(f, cs[t], out=c)
@@ -273,26 +278,29 @@ class LSTM(Recurrent):
         np.multiply(o, tanh_c[t], out=hs[t + 1])
 
     def _prepare(self, hs, saved):
-        acts, _, tanh_c = saved
-        h = self.hidden_size
-        deriv = acts * (1 - acts)  # sigmoid' for i, f, o
-        g = acts[..., 2 * h:3 * h]
-        deriv[..., 2 * h:3 * h] = 1 - g * g  # tanh' for g
-        return deriv, acts[..., 3 * h:] * (1 - tanh_c * tanh_c)  # dc_t/dh_t = o·tanh'(c_t)
+        """For all steps at once: P[t, :, k] = d(pre-activation of gate k)/dc_t for i, f, g
+        and /dh_t for o, i.e. (g·i', c_(t-1)·f', i·g', tanh(c_t)·o'); and dc_t/dh_t =
+        o·tanh'(c_t)."""
+        acts, cs, tanh_c = saved
+        t_len, n, _ = acts.shape
+        i, f, g, o = np.moveaxis(acts.reshape(t_len, n, 4, -1), 2, 0)
+        p = np.empty((t_len, n, 4, self.hidden_size), acts.dtype)
+        np.multiply(g, i * (1 - i), out=p[:, :, 0])
+        np.multiply(cs[:-1], f * (1 - f), out=p[:, :, 1])
+        np.multiply(i, 1 - g * g, out=p[:, :, 2])
+        np.multiply(tanh_c, o * (1 - o), out=p[:, :, 3])
+        return p, o * (1 - tanh_c * tanh_c)
 
     def _step_back(self, t, dh, carry, hs, saved, prepared, dxw, dhw):
-        acts, cs, tanh_c = saved
-        deriv, dc_dh = prepared
-        h, a = self.hidden_size, acts[t]
+        p, dc_dh = prepared
+        h = self.hidden_size
         dc = dh * dc_dh[t]
         if carry is not None:
             dc += carry
-        np.multiply(dc, a[:, 2 * h:3 * h], out=dxw[:, :h])
-        np.multiply(dc, cs[t], out=dxw[:, h:2 * h])
-        np.multiply(dc, a[:, :h], out=dxw[:, 2 * h:3 * h])
-        np.multiply(dh, tanh_c[t], out=dxw[:, 3 * h:])
-        dxw *= deriv[t]
-        return dc * a[:, h:2 * h], None
+        d4 = dxw.reshape(len(dh), 4, h)
+        np.multiply(dc[:, None], p[t, :, :3], out=d4[:, :3])
+        np.multiply(dh, p[t, :, 3], out=d4[:, 3])
+        return dc * saved[0][t, :, h:2 * h], None
 
 
 @attrs.frozen(repr=False)
@@ -314,18 +322,22 @@ class GRU(Recurrent):
 
     gates: ClassVar[int] = 3
     bias_hh_in_input: ClassVar[bool] = False
+    sigmoid_gates: ClassVar[tuple[bool, ...]] = (True, True, False)
 
     def _buffers(self, t_len, n, dtype):
         h = self.hidden_size
         return np.empty((t_len, n, 3 * h), dtype), np.empty((t_len, n, h), dtype)
 
-    def _step(self, t, xw, hw, b_hh, hs, saved):
+    def _step(self, t, xw, hw, consts, hs, saved):
         acts, hn = saved
         h, a = self.hidden_size, acts[t]
-        hw += b_hh
+        hw += consts[0]
         hn[t] = hw[:, 2 * h:]
-        np.add(xw[:, :2 * h], hw[:, :2 * h], out=a[:, :2 * h])
-        _sigmoid(a[:, :2 * h], a[:, :2 * h])
+        rz = a[:, :2 * h]
+        np.add(xw[:, :2 * h], hw[:, :2 * h], out=rz)
+        np.tanh(rz, out=rz)
+        rz *= 0.5
+        rz += 0.5
         r, z, n = a[:, :h], a[:, h:2 * h], a[:, 2 * h:]
         np.multiply(r, hn[t], out=n)
         n += xw[:, 2 * h:]
@@ -336,24 +348,23 @@ class GRU(Recurrent):
         h_new += n
 
     def _prepare(self, hs, saved):
-        acts, _ = saved
-        h = self.hidden_size
-        deriv = acts * (1 - acts)
-        n = acts[..., 2 * h:]
-        deriv[..., 2 * h:] = 1 - n * n
-        return deriv
+        """For all steps at once: Q[t, :, 0] = dr_pre/dn_pre = (h W_hnᵀ + b_hn)·r',
+        Q[t, :, 1] = dz_pre/dh_t = (h_(t-1) − n)·z', Q[t, :, 2] = dn_pre/dh_t = (1 − z)·n'."""
+        acts, hn = saved
+        t_len, n_, _ = acts.shape
+        r, z, n = np.moveaxis(acts.reshape(t_len, n_, 3, -1), 2, 0)
+        q = np.empty((t_len, n_, 3, self.hidden_size), acts.dtype)
+        np.multiply(hn, r * (1 - r), out=q[:, :, 0])
+        np.multiply(hs[:-1] - n, z * (1 - z), out=q[:, :, 1])
+        np.multiply(1 - z, 1 - n * n, out=q[:, :, 2])
+        return q
 
     def _step_back(self, t, dh, carry, hs, saved, prepared, dxw, dhw):
-        acts, hn = saved
-        h, a = self.hidden_size, acts[t]
-        r, z, n = a[:, :h], a[:, h:2 * h], a[:, 2 * h:]
-        np.multiply(dh, 1 - z, out=dxw[:, 2 * h:])  # dn
-        np.multiply(dh, hs[t] - n, out=dxw[:, h:2 * h])  # dz
-        dxw *= prepared[t]  # [., dz_pre, dn_pre], dr below
-        dn_pre = dxw[:, 2 * h:]
-        np.multiply(dn_pre, hn[t], out=dxw[:, :h])
-        dxw[:, :h] *= prepared[t][:, :h]  # dr_pre
+        h = self.hidden_size
+        r, z = saved[0][t, :, :h], saved[0][t, :, h:2 * h]
+        d3 = dxw.reshape(len(dh), 3, h)
+        np.multiply(dh[:, None], prepared[t, :, 1:], out=d3[:, 1:])  # dz_pre, dn_pre
+        np.multiply(d3[:, 2], prepared[t, :, 0], out=d3[:, 0])  # dr_pre
         dhw[:, :2 * h] = dxw[:, :2 * h]
-        np.multiply(dn_pre, r, out=dhw[:, 2 * h:])
+        np.multiply(d3[:, 2], r, out=dhw[:, 2 * h:])
         return None, dh * z
-
