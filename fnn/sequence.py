@@ -24,7 +24,7 @@ class BidirectionalParams:
 class BidirectionalCache:
     forward: Any  # the two layers' caches
     backward: Any
-    split: int  # the forward layer's output width
+    y_shape: tuple  # the output's shape; the forward layer's part is the first half
     state: Any = ()
 
 
@@ -78,17 +78,15 @@ class Bidirectional(Layer):
         fwd, bwd = self.layers
         yf, cf = fwd.forward(params.forward, state[0], x)
         yb, cb = bwd.forward(params.backward, state[1], x)
-        return (np.concatenate([yf, yb], axis=-1),
-                BidirectionalCache(cf, cb, yf.shape[-1], (cf.state, cb.state)))
+        y = np.concatenate([yf, yb], axis=-1)
+        return y, BidirectionalCache(cf, cb, y.shape, (cf.state, cb.state))
 
     def backward(self, params: BidirectionalParams, cache: BidirectionalCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, BidirectionalParams]:
         """Inputs: dy (N, T, 2H). Returns dx (N, T, F) and BidirectionalParams of gradients."""
         dy = as_float_array(self, dy, "gradient")
-        h = cache.split
-        if dy.ndim < 1 or dy.shape[-1] != 2 * h:
-            raise ValueError(f"{self!r}: expected gradient of shape (..., {2 * h}), got shape "
-                             f"{tuple(dy.shape)}")
+        expect_shape(self, dy, cache.y_shape, "gradient")
+        h = cache.y_shape[-1] // 2
         fwd, bwd = self.layers
         dxf, gf = fwd.backward(params.forward, cache.forward, dy[..., :h])
         dxb, gb = bwd.backward(params.backward, cache.backward, dy[..., h:])

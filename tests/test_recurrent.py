@@ -247,7 +247,7 @@ def test_wrong_gradient_params_and_dtype_raise():
     bp, bs = bi.init(0)
     _, bcache = bi.forward(bp, bs, x)
     with pytest.raises(ValueError, match=r"Bidirectional.*expected gradient of shape "
-                                         r"\(\.\.\., 4\)"):
+                                         r"\(2, 4, 4\), got shape \(2, 4, 2\)"):
         bi.backward(bp, bcache, np.zeros((2, 4, 2)))
 
 
