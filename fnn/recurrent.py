@@ -71,9 +71,10 @@ class Recurrent(Layer):
 
     Inputs x (N, T, input_size) -> all hidden states y (N, T, hidden_size) (y[:, t] = h_t).
     A cell (subclass) defines ``gates`` (G), whether ``b_hh`` adds to the input part
-    (``bias_hh_in_input``), ``_buffers`` (its per-step arrays), ``_step`` (one step forward),
-    ``_prepare`` (derivatives computed for all steps at once) and ``_step_back`` (one step
-    back: the gradients of the step's pre-activations).
+    (``bias_hh_in_input``), which gate blocks are sigmoids (``sigmoid_gates``), ``_buffers``
+    (its per-step arrays), ``_step`` (one step forward), ``_prepare`` (derivatives computed
+    for all steps at once) and ``_step_back`` (one step back: the gradients of the step's
+    pre-activations).
     """
 
     input_size: int = attrs.field(validator=positive_int)
@@ -106,8 +107,10 @@ class Recurrent(Layer):
         return (input_shape[0], input_shape[1], self.hidden_size)
 
     def init(self, key: int | Key) -> tuple[RecurrentParams, tuple]:
-        """W_ih, W_hh, b_ih, b_hh from keys split off ``key`` in that order; each None = U(±1/
-        sqrt(hidden_size)), PyTorch's rule; weights from ``w_init``, biases from ``b_init``."""
+        """Inputs: key (an int seed or an fnn.Key). Returns ``(RecurrentParams, ())``: W_ih,
+        W_hh, b_ih, b_hh in ``dtype`` from keys split off ``key`` in that order, the weights
+        from ``w_init`` and the biases from ``b_init``, each None = U(±1/sqrt(hidden_size)),
+        PyTorch's rule."""
         keys = split_key(key, 4)
         params = {name: init_param(self.w_init if name[0] == "W" else self.b_init, k, shape,
                                    self.dtype, self.hidden_size)
