@@ -141,9 +141,9 @@ class Recurrent(Layer):
                                       b_hh * half)
         n, t_len, _ = x.shape
         xs = _time_major(x, self.reverse)
-        xw = xs.reshape(t_len * n, -1) @ W_ih.T
+        xw = xs.reshape(t_len * n, self.input_size) @ W_ih.T
         xw += b_ih + b_hh if self.bias_hh_in_input else b_ih
-        xw = xw.reshape(t_len, n, -1)
+        xw = xw.reshape(t_len, n, W_ih.shape[0])
         hs = np.zeros((t_len + 1, n, self.hidden_size), x.dtype)
         saved = self._buffers(t_len, n, x.dtype)
         W_hh_T, hw = W_hh.T, np.empty((n, W_hh.shape[0]), x.dtype)
@@ -175,11 +175,12 @@ class Recurrent(Layer):
             dh_next = dhw[t] @ W_hh
             if dh_direct is not None:
                 dh_next += dh_direct
-        dxw2, dhw2 = dxw.reshape(t_len * n, -1), dhw.reshape(t_len * n, -1)
-        dxs = (dxw2 @ W_ih).reshape(t_len, n, -1)
+        rows, gh = t_len * n, W_hh.shape[0]  # (an empty batch or sequence has no -1 to infer)
+        dxw2, dhw2 = dxw.reshape(rows, gh), dhw.reshape(rows, gh)
+        dxs = (dxw2 @ W_ih).reshape(t_len, n, self.input_size)
         dx = np.ascontiguousarray((dxs[::-1] if self.reverse else dxs).swapaxes(0, 1))
-        grads = RecurrentParams(W_ih=dxw2.T @ xs.reshape(t_len * n, -1),
-                                W_hh=dhw2.T @ hs[:-1].reshape(t_len * n, -1),
+        grads = RecurrentParams(W_ih=dxw2.T @ xs.reshape(rows, self.input_size),
+                                W_hh=dhw2.T @ hs[:-1].reshape(rows, self.hidden_size),
                                 b_ih=dxw2.sum(axis=0), b_hh=dhw2.sum(axis=0))
         return dx, RecurrentParams(**{f.name: cast_like(getattr(grads, f.name),
                                                          getattr(params, f.name))
@@ -286,7 +287,7 @@ class LSTM(Recurrent):
         o·tanh'(c_t)."""
         acts, cs, tanh_c = saved
         t_len, n, _ = acts.shape
-        i, f, g, o = np.moveaxis(acts.reshape(t_len, n, 4, -1), 2, 0)
+        i, f, g, o = np.moveaxis(acts.reshape(t_len, n, 4, self.hidden_size), 2, 0)
         p = np.empty((t_len, n, 4, self.hidden_size), acts.dtype)
         np.multiply(g, i * (1 - i), out=p[:, :, 0])
         np.multiply(cs[:-1], f * (1 - f), out=p[:, :, 1])
@@ -355,7 +356,7 @@ class GRU(Recurrent):
         Q[t, :, 1] = dz_pre/dh_t = (h_(t-1) − n)·z', Q[t, :, 2] = dn_pre/dh_t = (1 − z)·n'."""
         acts, hn = saved
         t_len, n_, _ = acts.shape
-        r, z, n = np.moveaxis(acts.reshape(t_len, n_, 3, -1), 2, 0)
+        r, z, n = np.moveaxis(acts.reshape(t_len, n_, 3, self.hidden_size), 2, 0)
         q = np.empty((t_len, n_, 3, self.hidden_size), acts.dtype)
         np.multiply(hn, r * (1 - r), out=q[:, :, 0])
         np.multiply(hs[:-1] - n, z * (1 - z), out=q[:, :, 1])

@@ -86,6 +86,19 @@ def test_lstm_first_step_formula():
     assert not np.allclose(f, 0)  # f multiplies c_0 = 0: it must not matter
 
 
+@pytest.mark.parametrize("make", CELLS, ids=CELL_IDS)
+@pytest.mark.parametrize("shape", [(2, 0, 3), (0, 4, 3)], ids=["no-steps", "no-samples"])
+def test_empty_sequences_and_batches(make, shape):
+    """T = 0 or N = 0: empty outputs and dx, zero gradients (as sums over nothing)."""
+    layer = fnn.Bidirectional(make(3, 2, reverse=True))
+    params, state = layer.init(0)
+    y, cache = layer.forward(params, state, np.zeros(shape, np.float32))
+    assert y.shape == (*shape[:2], 4) and y.dtype == np.float32
+    dx, grads = layer.backward(params, cache, np.zeros(y.shape, np.float32))
+    assert dx.shape == shape
+    assert all(not g.any() for g in tree.leaves(grads))
+
+
 # --- Bidirectional ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make", CELLS, ids=CELL_IDS)
