@@ -136,7 +136,8 @@ def build_fnn(w: Workload, d: dict, dtype: type) -> Callable[[], Any]:
     def step() -> float:
         y, cache = net.forward(s["params"], s["state"], x)
         loss, lcache = crit.forward(y, t)
-        _, grads = net.backward(s["params"], cache, crit.backward(lcache))
+        # as fnn.train.train_step: the first layer's input gradient is not computed
+        grads = fnn.core.backward_params(net, s["params"], cache, crit.backward(lcache))
         s["params"], s["opt"] = opt.update(s["params"], grads, s["opt"])
         s["state"] = cache.state
         return float(loss)

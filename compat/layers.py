@@ -70,7 +70,10 @@ class Conv2d(FnnModule):
     _param_names, _grad_names = ("W", "b"), ("gradW", "gradb")
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
-        fnn.Conv2d(in_channels, out_channels, kernel_size)
+        fnn.Conv2d(in_channels, out_channels, kernel_size, padding=0)  # checks the sizes
+        if kernel_size % 2 == 0:  # fnn's message would suggest a padding compat does not take
+            raise ValueError(f"Conv2d: kernel_size must be odd (the output keeps the input's "
+                             f"size: k // 2 zeros on each side), got {kernel_size!r}")
         k = kernel_size
         W, b = uniform_fan(in_channels, (out_channels, in_channels, k, k), (out_channels,))
         super().__init__(W=W, b=b, in_channels=in_channels, out_channels=out_channels,
@@ -98,6 +101,10 @@ class BatchNormalization(FnnModule):
         super().__init__(alpha=alpha, moving_mean=None, moving_variance=None)
 
     def _spec_key(self, x: Any) -> tuple:
+        if x is not None and np.ndim(x) != 2:
+            raise ValueError(f"{self!r}: expected input of shape (N, features), got shape "
+                             f"{np.shape(x)}; flatten images first (Flatten()) or use "
+                             f"fnn.BatchNorm2d for per-channel statistics of (N, C, H, W)")
         if self.moving_mean is not None:
             n = np.shape(self.moving_mean)[0]
         else:  # lazily, from the input; fnn reports a wrong shape

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from fnn.core import FLOAT_DTYPES, check_tree
+
 from .module import Module
 
 __all__ = ["FnnModule", "uniform_fan"]
@@ -72,15 +74,33 @@ class FnnModule(Module):
         return self._fnn(*key)
 
     def _spec(self, x: Any) -> Any:
-        key = self._spec_key(x)
+        for name in self._param_names:  # the spec follows the params' shapes: check them first
+            value = getattr(self, name)
+            if not isinstance(value, np.ndarray) or value.dtype not in FLOAT_DTYPES:
+                got = (f"dtype {value.dtype}" if isinstance(value, np.ndarray)
+                       else type(value).__name__)
+                raise TypeError(f"{type(self).__name__}: {name} must be a float32 or float64 "
+                                f"ndarray, got {got}")
+        try:
+            key = self._spec_key(x)
+        except IndexError:
+            shapes = ", ".join(f"{n} {getattr(self, n).shape}" for n in self._param_names)
+            raise ValueError(f"{type(self).__name__}: the parameters have shapes that fit no "
+                             f"{self._fnn.__name__}: {shapes}") from None
         if self._spec_for is None or self._spec_for[0] != key:
             self._spec_for = (key, self._make_spec(key))
         return self._spec_for[1]
 
-    def _params(self) -> Any:
+    def _params(self, spec: Any = None) -> Any:
+        """The params record from the attributes; with ``spec``, first checked against the
+        spec's shapes (a TypeError / ValueError naming this module and the attribute)."""
         if self._record is None:
             return ()
-        return self._record(*[getattr(self, name) for name in self._param_names])
+        params = self._record(*[getattr(self, name) for name in self._param_names])
+        expected = () if spec is None else spec.param_shapes()
+        if expected != ():
+            check_tree(self, "", params, expected)
+        return params
 
     def _state(self, spec: Any) -> Any:
         """The fnn state for a forward, from the attributes."""
@@ -95,7 +115,7 @@ class FnnModule(Module):
         if input is self._input and self._cache is not None:
             return self._cache
         spec = self._spec(input)
-        return spec.forward(self._params(), self._state(spec), input)[1]
+        return spec.forward(self._params(spec), self._state(spec), input)[1]
 
     # --- the classic side ----------------------------------------------------------------------
 
@@ -103,15 +123,15 @@ class FnnModule(Module):
         spec = self._spec(input)
         if self._recomputable:  # free the old cache (e.g. Conv2d's columns) for this forward
             self._cache = self._pending = None
-        y, cache = spec.forward(self._params(), self._state(spec), input)
+        y, cache = spec.forward(self._params(spec), self._state(spec), input)
         self._commit(cache.state)
         self._input, self._cache, self._pending = input, cache, None
         self.output = y
         return y
 
     def updateGradInput(self, input: Any, gradOutput: Any) -> Any:
-        dx, dparams = self._spec(input).backward(self._params(), self._cache_for(input),
-                                                 gradOutput)
+        spec = self._spec(input)
+        dx, dparams = spec.backward(self._params(spec), self._cache_for(input), gradOutput)
         self._pending = (input, gradOutput, dparams) if self._param_names else None
         self.gradInput = dx
         return dx

@@ -5,7 +5,7 @@ Every layer is a frozen spec with ``init(key) -> (params, state)``,
 See docs/contract.md.
 """
 
-from . import data, init, io, schedules, testing, train, tree
+from . import data, init, io, parallel, schedules, testing, train, tree
 from .activations import (
     ELU,
     GELU,
@@ -18,9 +18,11 @@ from .activations import (
     SoftPlus,
     Tanh,
 )
-from .conv import Conv2d
+from .class_losses import CrossEntropy, NLLLoss
+from .conv import Conv1d, Conv2d
 from .core import Key, Layer, as_key, generator, split_key
 from .dropout import Dropout
+from .groupnorm import GroupNorm
 from .io import Checkpoint, CheckpointError, load, save
 from .linear import ChannelwiseScaling, Linear
 from .losses import (
@@ -28,18 +30,18 @@ from .losses import (
     BCEWithLogits,
     ClassNLLCriterion,
     ClassNLLCriterionUnstable,
-    CrossEntropy,
     Huber,
     MSECriterion,
-    NLLLoss,
 )
 from .normalization import BatchNorm2d, BatchNormalization, LayerNorm
 from .optim import SGD, Adam, AdamW, RMSprop, SGDMomentum, clip_by_global_norm
-from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from .parallel import set_num_threads, threads
+from .pooling import AvgPool1d, AvgPool2d, GlobalAvgPool2d, MaxPool1d, MaxPool2d
 from .recurrent import GRU, LSTM, RNN
 from .sequence import Bidirectional, LastStep
 from .sequential import Residual, Sequential
 from .shape import Flatten
+from .summarize import summary
 from .train import fit
 from .tree import eval_mode, train_mode
 
@@ -55,6 +57,7 @@ __all__ = [
     "CrossEntropy", "NLLLoss", "BCEWithLogits", "L1", "Huber",
     "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
-    "AvgPool2d", "GlobalAvgPool2d",
+    "AvgPool2d", "GlobalAvgPool2d", "summary", "parallel", "set_num_threads", "threads",
+    "Conv1d", "MaxPool1d", "AvgPool1d", "GroupNorm",
     "RNN", "LSTM", "GRU", "Bidirectional", "LastStep",
 ]

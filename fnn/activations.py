@@ -14,7 +14,8 @@ import attrs
 import numpy as np
 from scipy.special import expit, ndtr
 
-from .core import Layer, as_float_array, expect_shape, finite_real, real_float
+from . import parallel
+from .core import Layer, as_float_array, expect_shape, finite_real, real_float, spec
 
 __all__ = ["ActivationCache", "SoftMax", "LogSoftMax", "ReLU", "LeakyReLU", "ELU", "SoftPlus",
            "Tanh", "Sigmoid", "GELU", "Identity"]
@@ -32,29 +33,61 @@ class ActivationCache:
 class _Activation(Layer):
     """Shared forward/backward plumbing; subclasses define ``_f`` and ``_df``.
 
-    ``_f(x) -> y`` and ``_df(x, y, dy) -> dx``. ``_keep`` names what the cache keeps.
+    ``_f(x) -> y`` and ``_df(x, y, dy) -> dx`` on arrays of rank >= 1 (a 0-d input is computed
+    as shape (1,) and returned 0-d). ``_keep`` names what the cache keeps; an output that the
+    cache keeps is returned read-only, so that changing it in place cannot silently change the
+    next backward.
     """
 
     _keep = ("x",)
     _shape: tuple | None = None  # an expected shape, or None for any shape
 
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self._shape is not None:
+            return expect_shape(self, input_shape, self._shape)
+        return tuple(input_shape)
+
     def forward(self, params: Any, state: Any, x: np.ndarray) -> tuple[np.ndarray, ActivationCache]:
+        """Inputs: params and state ``()``, x of any shape (SoftMax, LogSoftMax: (N, C)).
+
+        Returns y of x's shape and dtype and an :class:`ActivationCache`."""
         x = as_float_array(self, x)
         if self._shape is not None:
             expect_shape(self, x, self._shape)
-        y = self._f(x)
+        y = self._f(x.reshape(1)).reshape(()) if x.ndim == 0 else self._blocked(self._f, x)
+        if "y" in self._keep:
+            y.flags.writeable = False
         return y, ActivationCache(x=x if "x" in self._keep else None,
                                   y=y if "y" in self._keep else None, state=state)
 
     def backward(self, params: Any, cache: ActivationCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, tuple]:
+        """Inputs: params, the forward's cache, dy of the output's shape.
+
+        Returns dx (the input's shape, dy's dtype) and ``()``."""
         ref = cache.x if cache.x is not None else cache.y
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, ref.shape, "gradient")
-        return self._df(cache.x, cache.y, dy), ()
+        if dy.ndim == 0:
+            flat = [None if a is None else a.reshape(1) for a in (cache.x, cache.y)]
+            return self._df(*flat, dy.reshape(1)).reshape(()), ()
+        return self._blocked(self._df, cache.x, cache.y, dy), ()
+
+    def _blocked(self, fn: Any, *arrays: np.ndarray | None) -> np.ndarray:
+        """``fn(*arrays)`` (None entries passed through as None); large inputs are computed
+        on fixed blocks (of elements, or of rows for SoftMax/LogSoftMax) spread over fnn's
+        threads, with the same results whatever the number of threads."""
+        present = [a for a in arrays if a is not None]
+
+        def call(*parts: np.ndarray) -> np.ndarray:
+            it = iter(parts)
+            return fn(*(None if a is None else next(it) for a in arrays))
+
+        split = parallel.map_elements if self._shape is None else parallel.map_rows
+        return split(call, *present)
 
 
-@attrs.frozen
+@spec
 class SoftMax(_Activation):
     """y_ij = exp(x_ij - m_i) / sum_k exp(x_ik - m_i), m_i = max_k x_ik; x, y (N, C).
 
@@ -76,7 +109,16 @@ class SoftMax(_Activation):
         return dx
 
 
-@attrs.frozen
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log softmax(x) along ``axis``: z - log sum exp(z) with z = x - max(x) (the max subtracted
+    first: stable for logits of ±1e4). A new array of x's shape and dtype; x is not modified.
+    The one implementation behind LogSoftMax and CrossEntropy."""
+    z = x - x.max(axis=axis, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    return z
+
+
+@spec
 class LogSoftMax(_Activation):
     """y_ij = x_ij - m_i - log sum_k exp(x_ik - m_i); x, y (N, C).
 
@@ -87,9 +129,7 @@ class LogSoftMax(_Activation):
     _shape = ("N", "C")
 
     def _f(self, x):
-        z = x - x.max(axis=1, keepdims=True)
-        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return z
+        return log_softmax(x, axis=1)
 
     def _df(self, x, y, dy):
         dx = np.exp(y)
@@ -98,28 +138,28 @@ class LogSoftMax(_Activation):
         return dx
 
 
-@attrs.frozen
+@spec
 class ReLU(_Activation):
-    """y = max(x, 0); dx = dy * (x > 0) (as the classic module; a product with the mask is
-    several times faster than ``np.where``). Any shape. The cache holds x."""
+    """y = max(x, 0); dx = dy * (x > 0), as the classic module. Any shape. The cache holds x."""
 
     def _f(self, x):
         return np.maximum(x, 0)
 
     def _df(self, x, y, dy):
+        # a product with the mask is several times faster than np.where
         return np.multiply(dy, x > 0)
 
 
-@attrs.frozen
+@spec
 class LeakyReLU(_Activation):
-    """y = x if x > 0 else slope * x (slope default 0.03); dx likewise. Any shape.
-
-    Without ``np.where`` (2-6x slower), bit for bit the same: y = max(x, slope*x) for
-    0 < slope <= 1 (min for slope > 1; ``np.where`` for slope <= 0, where inf*0 is nan);
-    dx = dy * [slope, 1][x > 0] (a two-entry lookup)."""
+    """y = x if x > 0 else slope * x (slope default 0.03, the classic value; PyTorch's is
+    0.01); dx = dy where x > 0, else slope * dy. Any shape. The cache holds x."""
 
     slope: float = attrs.field(default=0.03, converter=real_float, validator=finite_real)
 
+    # Without np.where (2-6x slower), bit for bit the same: y = max(x, slope*x) for
+    # 0 < slope <= 1 (min for slope > 1; np.where for slope <= 0, where inf*0 is nan);
+    # dx = dy * [slope, 1][x > 0] (a two-entry lookup).
     def _f(self, x):
         if self.slope <= 0:
             return np.where(x > 0, x, x * self.slope)
@@ -131,7 +171,7 @@ class LeakyReLU(_Activation):
         return dy * factor[(x > 0).view(np.uint8)]
 
 
-@attrs.frozen
+@spec
 class ELU(_Activation):
     """y = x if x > 0 else alpha * (exp(x) - 1) (alpha default 1.0); dx = dy * alpha * exp(x)
     for x <= 0. Computed with expm1 as PyTorch does. Any shape. The cache holds x."""
@@ -161,7 +201,7 @@ class ELU(_Activation):
         return np.multiply(dy, factor, out=factor if factor.dtype == dy.dtype else None)
 
 
-@attrs.frozen
+@spec
 class SoftPlus(_Activation):
     """y = log(1 + exp(x)), computed as max(x, 0) + log1p(exp(-|x|)) so that no exp overflows
     and large |x| lose no precision; dx = dy * sigmoid(x). Any shape. The cache holds x."""
@@ -175,7 +215,7 @@ class SoftPlus(_Activation):
         return dy * expit(x)
 
 
-@attrs.frozen
+@spec
 class Tanh(_Activation):
     """y = tanh(x); dx = dy * (1 - y^2). Any shape. The cache holds y."""
 
@@ -188,7 +228,7 @@ class Tanh(_Activation):
         return dy * (1 - y * y)
 
 
-@attrs.frozen
+@spec
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-x)) (scipy's expit: no overflow); dx = dy * y * (1 - y). Any shape.
     The cache holds y."""
@@ -212,7 +252,7 @@ _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _GELU_CUBIC = 0.044715
 
 
-@attrs.frozen
+@spec
 class GELU(_Activation):
     """Gaussian error linear unit, as torch.nn.GELU. Any shape. The cache holds x.
 
@@ -238,7 +278,7 @@ class GELU(_Activation):
         return dy * (ndtr(x) + x * pdf)
 
 
-@attrs.frozen
+@spec
 class Identity(_Activation):
     """y = x (a copy); dx = dy (a copy). Any shape. The cache holds x (to check dy's shape)."""
 

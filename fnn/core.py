@@ -20,15 +20,15 @@ import attrs
 import numpy as np
 
 __all__ = [
-    "Key",
-    "as_key",
-    "split_key",
-    "generator",
-    "as_float_array",
-    "expect_shape",
-    "shape_str",
-    "ShapeDtype",
-    "Layer",
+    # keys
+    "Key", "as_key", "split_key", "generator",
+    # the layer base, the spec decorator, shape-only descriptions and their checks
+    "Layer", "spec", "spec_repr", "ShapeDtype", "check_tree", "backward_params",
+    # input checks
+    "FLOAT_DTYPES", "as_float_array", "expect_shape", "shape_str", "cast_like",
+    # hyperparameter converters, validators and fields (for specs of your own)
+    "real_float", "positive_int", "positive_real", "boolean", "finite_real", "in_range",
+    "dtype_field", "initializer_field",
 ]
 
 
@@ -72,31 +72,41 @@ def shape_str(shape: Sequence[int | str | None]) -> str:
     return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
 
-def as_float_array(owner: Any, x: Any, name: str = "input") -> np.ndarray:
-    """``x`` as a floating-point ndarray (no copy), or a TypeError naming ``owner``.
+# The dtypes fnn computes in. float16 (and longdouble) are refused with one message
+# everywhere rather than half supported: scipy's special functions, BLAS and the finite
+# differences all work in float32/float64, and a silently upcast float16 is a wrong result.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-    Integer and boolean arrays are rejected rather than computed in integer arithmetic; the
-    message says how to convert them explicitly.
+
+def as_float_array(owner: Any, x: Any, name: str = "input") -> np.ndarray:
+    """``x`` as a float32 or float64 ndarray (no copy), or a TypeError naming ``owner``.
+
+    Integer and boolean arrays are rejected rather than computed in integer arithmetic, and
+    float16/longdouble rather than upcast; the message says how to convert explicitly.
     """
     x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
+    if x.dtype not in FLOAT_DTYPES:
+        kind = "floating-point" if not np.issubdtype(x.dtype, np.floating) else "float32 or float64"
         raise TypeError(
-            f"{owner!r}: expected a floating-point {name}, got dtype {x.dtype}; "
-            f"convert it explicitly, e.g. {name}.astype(np.float32) or .astype(np.float64)")
+            f"{owner!r}: expected a {kind} {name}, got dtype {x.dtype}; fnn computes in float32 "
+            f"or float64: convert it explicitly, e.g. {name}.astype(np.float32)")
     return x
 
 
-def expect_shape(owner: Any, x: np.ndarray, expected: Sequence[int | str | None],
-                 name: str = "input") -> None:
-    """Raise ValueError naming ``owner`` unless ``x.shape`` matches ``expected``.
+def expect_shape(owner: Any, x: np.ndarray | tuple[int, ...],
+                 expected: Sequence[int | str | None], name: str = "input") -> tuple[int, ...]:
+    """Raise ValueError naming ``owner`` unless the shape of ``x`` (an array, or a shape
+    tuple as ``output_shape`` gets) matches ``expected``; returns the shape as a tuple.
 
     ``expected`` holds ints (must match) and names such as ``"N"`` (any size).
     """
-    ok = x.ndim == len(expected) and all(
-        not isinstance(e, int) or e == s for e, s in zip(expected, x.shape))
+    shape = tuple(x) if isinstance(x, (tuple, list)) else tuple(x.shape)
+    ok = len(shape) == len(expected) and all(
+        not isinstance(e, int) or e == s for e, s in zip(expected, shape))
     if not ok:
         raise ValueError(f"{owner!r}: expected {name} of shape {shape_str(expected)}, "
-                         f"got shape {tuple(x.shape)}")
+                         f"got shape {shape}")
+    return shape
 
 
 # --- hyperparameter validators (attrs): the message names the class -----------------------
@@ -139,6 +149,14 @@ def in_range(low: float, high: float, *, high_open: bool = True):
                              f"[{low}, {high}{bracket}, got {value!r}")
 
     return check
+
+
+def positive_real(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Validator: a finite real number > 0 (e.g. a normalisation's eps)."""
+    finite_real(instance, attribute, value)
+    if value <= 0:
+        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be positive, "
+                         f"got {value!r}")
 
 
 def cast_like(a: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -218,14 +236,102 @@ class ShapeDtype:
         return f"{self.dtype}[{', '.join(map(str, self.shape))}]"
 
 
+def spec_repr(self: Any) -> str:
+    """``Name(required fields, optional fields that differ from their defaults)``, e.g.
+    ``Linear(n_in=3, n_out=4)`` or ``Linear(n_in=3, n_out=4, dtype='float32')``: the one repr
+    policy of every fnn spec (layers, criteria, optimizers), installed by :func:`spec`."""
+    parts = []
+    for f in attrs.fields(type(self)):
+        value = getattr(self, f.name)
+        if f.repr and (f.default is attrs.NOTHING or not _is_default(value, f.default, self)):
+            parts.append(f"{f.name}={_value_repr(value)}")
+    return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _is_default(value: Any, default: Any, instance: Any) -> bool:
+    if isinstance(default, attrs.Factory):
+        default = default.factory(instance) if default.takes_self else default.factory()
+    return type(value) is type(default) and bool(value == default)
+
+
+def spec(cls: type | None = None, **options: Any) -> Any:
+    """Class decorator for every fnn spec (layer, criterion, optimizer): a frozen attrs class
+    (hyperparameters only, hashable, compared by value) with the :func:`spec_repr` policy
+    (defaults hidden) unless the class defines its own ``__repr__``. ``@spec`` or
+    ``@spec(**options)`` with further ``attrs.frozen`` options (e.g. ``field_transformer``)."""
+    if cls is None:
+        return lambda c: spec(c, **options)
+    own_repr = "__repr__" in cls.__dict__
+    cls = attrs.frozen(cls, repr=False, **options)
+    if not own_repr:
+        cls.__repr__ = spec_repr
+    return cls
+
+
+# --- checks of params and state trees against a layer's shape-only description ------------
+
+def _path_str(path: tuple) -> str:
+    return "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in path)
+
+
+def check_tree(owner: Any, name: str, value: Any, expected: Any, path: tuple = ()) -> None:
+    """Check ``value`` against ``expected``, a tree whose array leaves are :class:`ShapeDtype`:
+    the same containers (record types, tuple lengths), and at each ShapeDtype a float32 or
+    float64 ndarray of that shape (any of the two dtypes: compat assigns arrays of either).
+    Other expected leaves (``training`` flags, keys) need a value of the same type. Raises
+    TypeError / ValueError naming ``owner``, the field (e.g. ``params.W``; ``W`` when ``name``
+    is empty), expected and actual.
+    Shape comparisons only: no per-element work."""
+    where = f"{owner!r}: " + (f"{name}{_path_str(path)}" if name else _path_str(path)[1:])
+    if isinstance(expected, ShapeDtype):
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{where} must be a float32 or float64 ndarray of shape "
+                            f"{expected.shape}, got {type(value).__name__}")
+        if value.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{where} must be float32 or float64, got dtype {value.dtype}")
+        if value.shape != expected.shape:
+            raise ValueError(f"{where} must have shape {expected.shape}, got {value.shape}")
+        return
+    if isinstance(expected, tuple) and type(expected) is tuple:
+        if not isinstance(value, tuple) or len(value) != len(expected):
+            got = type(value).__name__ + (f" of {len(value)}" if isinstance(value, (tuple, list))
+                                          else "")
+            raise TypeError(f"{where} must be a tuple of {len(expected)} entries, got {got}")
+        for i, (v, e) in enumerate(zip(value, expected)):
+            check_tree(owner, name, v, e, (*path, i))
+        return
+    if attrs.has(type(expected)) and not isinstance(expected, Key):
+        if type(value) is not type(expected):
+            raise TypeError(f"{where} must be a {type(expected).__name__}, got "
+                            f"{type(value).__name__}")
+        for f in attrs.fields(type(expected)):
+            check_tree(owner, name, getattr(value, f.name), getattr(expected, f.name),
+                       (*path, f.name))
+        return
+    if not isinstance(value, type(expected)):
+        raise TypeError(f"{where} must be a {type(expected).__name__}, got "
+                        f"{type(value).__name__}: {value!r}")
+
+
+def backward_params(layer: Any, params: Any, cache: Any, dy: np.ndarray) -> Any:
+    """The dparams of ``layer.backward(params, cache, dy)`` without an input gradient that
+    nobody uses: ``layer.backward_params(...)`` (see :meth:`Layer.backward_params`), or
+    ``backward(...)[1]`` for a layer of your own that does not derive from :class:`Layer`."""
+    method = getattr(layer, "backward_params", None)
+    if method is None:
+        return layer.backward(params, cache, dy)[1]
+    return method(params, cache, dy)
+
+
 class Layer:
     """Base of the fnn layers: the defaults for a layer with no params and no state.
 
-    Subclasses are frozen attrs classes holding hyperparameters only and define
+    Subclasses are :func:`spec` classes holding hyperparameters only and define
     ``forward(params, state, x) -> (y, cache)``,
     ``backward(params, cache, dy) -> (dx, dparams)`` and
-    ``output_shape(input_shape) -> shape``; a layer with params also defines
-    ``param_shapes()`` (the params tree with :class:`ShapeDtype` leaves, nothing allocated).
+    ``output_shape(input_shape) -> shape``; a layer with params defines ``init`` and
+    ``param_shapes()`` (the params tree with :class:`ShapeDtype` leaves, nothing allocated), a
+    layer with state ``state_shapes()`` likewise, and its forward calls :meth:`check_spec`.
     """
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -239,27 +345,34 @@ class Layer:
         leaf (nothing allocated); here ``()``: no params."""
         return ()
 
+    def state_shapes(self) -> Any:
+        """The state tree that ``init`` returns, with a :class:`ShapeDtype` at every array
+        leaf (nothing allocated); here ``()``: no state."""
+        return ()
+
+    def check_spec(self, params: Any, state: Any) -> None:
+        """Raise TypeError / ValueError naming this layer and the field unless ``params`` and
+        ``state`` fit :meth:`param_shapes` and :meth:`state_shapes` (containers, float32 or
+        float64 arrays of the right shapes). Every layer's forward calls it first."""
+        # a layer without params or state ignores what it is given (the contract says (),
+        # and Sequential checks its tuples' lengths)
+        for name, value, expected in (("params", params, self.param_shapes()),
+                                      ("state", state, self.state_shapes())):
+            if not (type(expected) is tuple and len(expected) == 0):
+                check_tree(self, name, value, expected)
+
+    def backward_params(self, params: Any, cache: Any, dy: Any) -> Any:
+        """Only the ``dparams`` of ``backward(params, cache, dy)``, for a layer whose input
+        gradient nobody uses (the first layer of a training step). Layers where dx costs real
+        work (Linear, Conv2d, Sequential, Residual) skip computing it; here, the default,
+        ``backward(params, cache, dy)[1]``."""
+        return self.backward(params, cache, dy)[1]
+
     def init(self, key: int | Key) -> tuple[Any, Any]:
-        """``(params, state)``; here ``((), ())``: nothing to learn, nothing to carry."""
+        """Inputs: ``key``, an int seed or a :class:`Key` (unused: nothing random).
+
+        Returns ``(params, state)``, here ``((), ())``: nothing to learn, nothing to carry."""
         as_key(key)
         return (), ()
 
-    def __repr__(self) -> str:
-        """``Name(required fields, optional fields that differ from their defaults)``, e.g.
-        ``Linear(n_in=3, n_out=4)`` or ``Linear(n_in=3, n_out=4, dtype='float32')``. Used by
-        attrs layers declared with ``@attrs.frozen(repr=False)``."""
-        if not attrs.has(type(self)):
-            return object.__repr__(self)
-        parts = []
-        for f in attrs.fields(type(self)):
-            value = getattr(self, f.name)
-            if f.repr and (f.default is attrs.NOTHING or not _is_default(value, f.default,
-                                                                              self)):
-                parts.append(f"{f.name}={_value_repr(value)}")
-        return f"{type(self).__name__}({', '.join(parts)})"
-
-
-def _is_default(value: Any, default: Any, instance: Any) -> bool:
-    if isinstance(default, attrs.Factory):
-        default = default.factory(instance) if default.takes_self else default.factory()
-    return type(value) is type(default) and bool(value == default)
+    __repr__ = spec_repr

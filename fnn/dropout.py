@@ -16,6 +16,7 @@ from .core import (
     generator,
     in_range,
     real_float,
+    spec,
     split_key,
 )
 
@@ -35,7 +36,7 @@ class DropoutCache:
     state: DropoutState
 
 
-@attrs.frozen
+@spec
 class Dropout(Layer):
     """Inverted dropout: in training, zero each element with probability ``p`` (p is the DROP
     probability) and scale survivors by 1 / (1 - p); in evaluation, the identity.
@@ -49,10 +50,24 @@ class Dropout(Layer):
     p: float = attrs.field(default=0.5, converter=real_float, validator=in_range(0.0, 1.0))
 
     def init(self, key: int | Key) -> tuple[tuple, DropoutState]:
+        """Inputs: ``key``, an int seed or a :class:`fnn.Key`: the first mask's key.
+
+        Returns ``((), DropoutState(training=True, key=key))``."""
         return (), DropoutState(training=True, key=as_key(key))
+
+    def state_shapes(self) -> DropoutState:
+        return DropoutState(training=True, key=Key(0))
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(input_shape)
 
     def forward(self, params: Any, state: DropoutState, x: np.ndarray
                 ) -> tuple[np.ndarray, DropoutCache]:
+        """Inputs: params ``()``, a :class:`DropoutState`, x of any shape.
+
+        Returns y (x's shape and dtype) and a :class:`DropoutCache` whose ``state`` carries
+        the next key (training) or the same state (evaluation)."""
+        self.check_spec(params, state)
         x = as_float_array(self, x)
         if not state.training:
             return x.copy(), DropoutCache(mask=None, x_shape=x.shape, state=state)
@@ -66,6 +81,9 @@ class Dropout(Layer):
 
     def backward(self, params: Any, cache: DropoutCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, tuple]:
+        """Inputs: params, the forward's cache, dy of x's shape.
+
+        Returns dx = dy * mask (a copy of dy in evaluation) and ``()``."""
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.x_shape, "gradient")
         if cache.mask is None:

@@ -10,18 +10,20 @@ import numpy as np
 from .core import (
     Key,
     Layer,
+    ShapeDtype,
     as_float_array,
     cast_like,
     dtype_field,
     expect_shape,
     initializer_field,
     positive_int,
+    spec,
     split_key,
 )
 from .init import init_param
 
 __all__ = ["Linear", "LinearParams", "LinearCache", "ChannelwiseScaling", "ScalingParams",
-           "ScalingCache"]
+           "ScalingCache", "scaling_shapes"]
 
 
 @attrs.frozen
@@ -36,7 +38,7 @@ class LinearCache:
     state: Any = ()
 
 
-@attrs.frozen(repr=False)
+@spec
 class Linear(Layer):
     """y = x @ W.T + b.
 
@@ -53,13 +55,28 @@ class Linear(Layer):
     dtype: str = dtype_field()
 
     def init(self, key: int | Key) -> tuple[LinearParams, tuple]:
+        """Inputs: ``key``, an int seed or a :class:`fnn.Key`.
+
+        Returns ``(LinearParams(W (n_out, n_in), b (n_out,)), ())`` in ``dtype``."""
         kw, kb = split_key(key, 2)
         W = init_param(self.w_init, kw, (self.n_out, self.n_in), self.dtype, self.n_in)
         b = init_param(self.b_init, kb, (self.n_out,), self.dtype, self.n_in)
         return LinearParams(W=W, b=b), ()
 
+    def param_shapes(self) -> LinearParams:
+        return LinearParams(W=ShapeDtype((self.n_out, self.n_in), self.dtype),
+                            b=ShapeDtype((self.n_out,), self.dtype))
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        n, _ = expect_shape(self, input_shape, ("N", self.n_in))
+        return (n, self.n_out)
+
     def forward(self, params: LinearParams, state: Any, x: np.ndarray
                 ) -> tuple[np.ndarray, LinearCache]:
+        """Inputs: params (:class:`LinearParams`), state ``()``, x (N, n_in).
+
+        Returns y (N, n_out) in x's dtype and a :class:`LinearCache` (holds x)."""
+        self.check_spec(params, state)
         x = as_float_array(self, x)
         expect_shape(self, x, ("N", self.n_in))
         y = x @ cast_like(params.W, x).T
@@ -68,13 +85,27 @@ class Linear(Layer):
 
     def backward(self, params: LinearParams, cache: LinearCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, LinearParams]:
+        """Inputs: params, the forward's cache, dy (N, n_out).
+
+        Returns dx = dy @ W (N, n_in) and ``LinearParams(W=dy.T @ x, b=dy summed over N)``
+        in the params' dtypes."""
         x = cache.x
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, (x.shape[0], self.n_out), "gradient")
-        dx = dy @ cast_like(params.W, x)
+        return dy @ cast_like(params.W, x), self._dparams(params, x, dy)
+
+    def backward_params(self, params: LinearParams, cache: LinearCache, dy: np.ndarray
+                        ) -> LinearParams:
+        """``backward(params, cache, dy)[1]`` without computing dx (one matrix product
+        fewer)."""
+        dy = as_float_array(self, dy, "gradient")
+        expect_shape(self, dy, (cache.x.shape[0], self.n_out), "gradient")
+        return self._dparams(params, cache.x, dy)
+
+    def _dparams(self, params: LinearParams, x: np.ndarray, dy: np.ndarray) -> LinearParams:
         dW = dy.T @ x
         db = dy.sum(axis=0)
-        return dx, LinearParams(W=cast_like(dW, params.W), b=cast_like(db, params.b))
+        return LinearParams(W=cast_like(dW, params.W), b=cast_like(db, params.b))
 
 
 @attrs.frozen
@@ -83,13 +114,18 @@ class ScalingParams:
     beta: np.ndarray  # (n_out,)
 
 
+def scaling_shapes(shape: tuple[int, ...], dtype: str) -> ScalingParams:
+    """``ScalingParams`` of :class:`ShapeDtype` leaves: gamma and beta of ``shape``."""
+    return ScalingParams(gamma=ShapeDtype(shape, dtype), beta=ShapeDtype(shape, dtype))
+
+
 @attrs.frozen
 class ScalingCache:
     x: np.ndarray
     state: Any = ()
 
 
-@attrs.frozen(repr=False)
+@spec
 class ChannelwiseScaling(Layer):
     """y = x * gamma + beta, per feature (the affine part of batch normalization).
 
@@ -104,14 +140,27 @@ class ChannelwiseScaling(Layer):
     dtype: str = dtype_field()
 
     def init(self, key: int | Key) -> tuple[ScalingParams, tuple]:
+        """Inputs: ``key``, an int seed or a :class:`fnn.Key`.
+
+        Returns ``(ScalingParams(gamma (n_out,), beta (n_out,)), ())`` in ``dtype``."""
         kg, kb = split_key(key, 2)
         shape = (self.n_out,)
         return ScalingParams(gamma=init_param(self.gamma_init, kg, shape, self.dtype, self.n_out),
                              beta=init_param(self.beta_init, kb, shape, self.dtype, self.n_out)
                              ), ()
 
+    def param_shapes(self) -> ScalingParams:
+        return scaling_shapes((self.n_out,), self.dtype)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return expect_shape(self, input_shape, ("N", self.n_out))
+
     def forward(self, params: ScalingParams, state: Any, x: np.ndarray
                 ) -> tuple[np.ndarray, ScalingCache]:
+        """Inputs: params (:class:`ScalingParams`), state ``()``, x (N, n_out).
+
+        Returns y (N, n_out) in x's dtype and a :class:`ScalingCache` (holds x)."""
+        self.check_spec(params, state)
         x = as_float_array(self, x)
         expect_shape(self, x, ("N", self.n_out))
         y = x * cast_like(params.gamma, x)
@@ -120,6 +169,10 @@ class ChannelwiseScaling(Layer):
 
     def backward(self, params: ScalingParams, cache: ScalingCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, ScalingParams]:
+        """Inputs: params, the forward's cache, dy (N, n_out).
+
+        Returns dx = dy * gamma and ``ScalingParams(gamma=sum of dy * x, beta=sum of dy)``
+        (sums over N) in the params' dtypes."""
         x = cache.x
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, x.shape, "gradient")

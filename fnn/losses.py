@@ -1,12 +1,17 @@
-"""Criteria: ``loss, cache = crit.forward(y, target)`` and ``dy = crit.backward(cache)``.
+"""Criteria: ``loss, cache = crit.forward(y, target)`` and ``dy = crit.backward(cache, dloss=1.0)``.
+
+Every criterion has this one backward signature: ``dy`` is the gradient of ``dloss · loss`` (of
+``Σ dloss · loss`` when the loss is per element, reduction "none"), so the default ``dloss=1.0``
+gives the gradient of the returned loss. dloss is a scalar, or an array of the loss's shape.
 
 Classic criteria (MSECriterion, ClassNLLCriterion, ClassNLLCriterionUnstable): targets are
 one-hot (or any real weights) of y's shape, as in the classic API; integer one-hot arrays are
 converted to y's dtype. The loss is a 0-d numpy value in y's dtype, averaged over the batch (the
 first axis).
 
-PyTorch-style criteria (CrossEntropy, NLLLoss, BCEWithLogits, L1, Huber): keyword-only
-hyperparameters and torch's ``reduction``, see the section below.
+PyTorch-style criteria (BCEWithLogits, L1, Huber here; CrossEntropy and NLLLoss in
+``fnn.class_losses``): keyword-only hyperparameters and torch's ``reduction``, see the section
+below.
 """
 
 from __future__ import annotations
@@ -20,14 +25,24 @@ import scipy.special
 from .core import as_float_array, expect_shape, finite_real, in_range, real_float
 
 __all__ = ["MSECriterion", "ClassNLLCriterionUnstable", "ClassNLLCriterion", "CriterionCache",
-           "CrossEntropy", "NLLLoss", "BCEWithLogits", "L1", "Huber", "ClassCache",
-           "REDUCTIONS"]
+           "BCEWithLogits", "L1", "Huber", "REDUCTIONS"]
 
 
 @attrs.frozen
 class CriterionCache:
     y: np.ndarray  # the input (for the unstable NLL: clipped)
     target: np.ndarray  # in y's dtype
+
+
+def dloss_factor(owner: Any, dloss: Any, loss_shape: tuple, dtype: np.dtype) -> Any:
+    """``dloss`` (a real scalar, or an array of ``loss_shape``) in ``dtype``; a
+    TypeError/ValueError naming ``owner`` otherwise."""
+    if type(dloss) is float:  # the default 1.0: no array round trip
+        return dtype.type(dloss)
+    dloss = as_float_array(owner, real_float(dloss), "dloss")
+    if dloss.ndim:
+        expect_shape(owner, dloss, loss_shape, "dloss")
+    return dloss.astype(dtype, copy=False)
 
 
 class _Criterion:
@@ -45,9 +60,28 @@ class _Criterion:
         expect_shape(self, target, y.shape, "target")
         return y, target.astype(y.dtype, copy=False)
 
+    def _cache(self, cache: Any, cls: type) -> Any:
+        """``cache`` if it is a ``cls`` (what forward returns), else a TypeError naming self."""
+        if not isinstance(cache, cls):
+            raise TypeError(f"{self!r}: backward expects the {cls.__name__} that forward "
+                            f"returned (loss, cache = forward(y, target)), got "
+                            f"{type(cache).__name__}")
+        return cache
+
+
+class _Classic(_Criterion):
+    """A classic criterion: a 0-d loss; ``backward`` is ``_dy(cache)`` times dloss."""
+
+    def backward(self, cache: CriterionCache, dloss: Any = 1.0) -> np.ndarray:
+        """Inputs: the forward's cache; dloss, a scalar. Returns dy = d(dloss · loss)/dy, of
+        y's shape and dtype."""
+        dy = self._dy(self._cache(cache, CriterionCache))
+        dy *= dloss_factor(self, dloss, (), cache.y.dtype)
+        return dy
+
 
 @attrs.frozen
-class MSECriterion(_Criterion):
+class MSECriterion(_Classic):
     """loss = sum((y - t)^2) / N; dy = 2 (y - t) / N. Any shape (N, ...)."""
 
     _ndim = None
@@ -56,7 +90,7 @@ class MSECriterion(_Criterion):
         y, t = self._inputs(y, target)
         return np.sum(np.square(y - t)) / y.shape[0], CriterionCache(y=y, target=t)
 
-    def backward(self, cache: CriterionCache) -> np.ndarray:
+    def _dy(self, cache: CriterionCache) -> np.ndarray:
         dy = cache.y - cache.target
         dy *= 2
         dy /= cache.y.shape[0]
@@ -64,7 +98,7 @@ class MSECriterion(_Criterion):
 
 
 @attrs.frozen
-class ClassNLLCriterionUnstable(_Criterion):
+class ClassNLLCriterionUnstable(_Classic):
     """On probabilities: loss = -sum(t * log(clip(y, eps, 1 - eps))) / N, eps = EPS = 1e-15 by
     default; dy = -t / clip(y, eps, 1 - eps) / N. y, t (N, C)."""
 
@@ -77,7 +111,7 @@ class ClassNLLCriterionUnstable(_Criterion):
         yc = np.clip(y, self.eps, 1 - self.eps)
         return -np.sum(np.log(yc) * t) / y.shape[0], CriterionCache(y=yc, target=t)
 
-    def backward(self, cache: CriterionCache) -> np.ndarray:
+    def _dy(self, cache: CriterionCache) -> np.ndarray:
         dy = np.negative(cache.target)
         dy /= cache.y
         dy /= cache.y.shape[0]
@@ -85,14 +119,24 @@ class ClassNLLCriterionUnstable(_Criterion):
 
 
 @attrs.frozen
-class ClassNLLCriterion(_Criterion):
-    """On log-probabilities (after LogSoftMax): loss = -sum(t * y) / N; dy = -t / N. y, t (N, C)."""
+class ClassNLLCriterion(_Classic):
+    """On log-probabilities (after LogSoftMax): loss = -sum(t * y) / N; dy = -t / N. y, t (N, C).
+
+    The sum runs over the entries where t ≠ 0 only, so a log-probability of −inf in a class of
+    target weight 0 (a masked class) leaves the loss finite, as torch.nn.NLLLoss (0 · (−inf)
+    would be nan)."""
 
     def forward(self, y: np.ndarray, target: np.ndarray) -> tuple[np.generic, CriterionCache]:
         y, t = self._inputs(y, target)
-        return -np.sum(y * t) / y.shape[0], CriterionCache(y=y, target=t)
+        with np.errstate(invalid="ignore"):  # 0 · (−inf) is handled below: no warning
+            products = y * t
+        total = np.sum(products)
+        if np.isnan(total):  # maybe 0 · (−inf): the entries with t = 0 count for nothing
+            products[t == 0] = 0
+            total = np.sum(products)
+        return -total / y.shape[0], CriterionCache(y=y, target=t)
 
-    def backward(self, cache: CriterionCache) -> np.ndarray:
+    def _dy(self, cache: CriterionCache) -> np.ndarray:
         dy = np.negative(cache.target)
         dy /= cache.y.shape[0]
         return dy
@@ -102,9 +146,7 @@ class ClassNLLCriterion(_Criterion):
 #
 # Unlike the classic criteria above (always a sum over the batch divided by N), these follow
 # torch.nn.functional: "mean" averages over every loss element (the weighted mean for class
-# weights), "sum" adds them, "none" returns them. ``backward(cache, dloss=None)`` is the gradient
-# of sum(dloss * loss); dloss defaults to 1, i.e. the gradient of the returned loss (of its sum
-# for "none").
+# weights), "sum" adds them, "none" returns them.
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -169,12 +211,7 @@ class _Reduced(_Criterion):
     def _upstream(self, dloss: Any, loss_shape: tuple, denominator: Any, dtype: np.dtype) -> Any:
         """What each element's loss gradient is multiplied by: dloss, divided by the
         denominator for "mean"; dloss is a scalar, or of the losses' shape for "none"."""
-        if dloss is None:
-            factor = np.ones((), dtype)
-        else:
-            dloss = as_float_array(self, dloss, "dloss")
-            expect_shape(self, dloss, loss_shape if self.reduction == "none" else (), "dloss")
-            factor = dloss.astype(dtype, copy=False)
+        factor = dloss_factor(self, dloss, loss_shape if self.reduction == "none" else (), dtype)
         return factor / _nan_if_zero(denominator, dtype) if self.reduction == "mean" else factor
 
 
@@ -188,8 +225,10 @@ class _Elementwise(_Reduced):
         y, t = self._inputs(y, target)
         return self._reduce(self._losses(y, t), y.size), CriterionCache(y=y, target=t)
 
-    def backward(self, cache: CriterionCache, dloss: Any = None) -> np.ndarray:
-        dy = self._gradient(cache.y, cache.target)
+    def backward(self, cache: CriterionCache, dloss: Any = 1.0) -> np.ndarray:
+        """Inputs: the forward's cache; dloss, a scalar (or y's shape for "none"). Returns
+        dy = d(Σ dloss · loss)/dy, of y's shape and dtype."""
+        dy = self._gradient(self._cache(cache, CriterionCache).y, cache.target)
         dy *= self._upstream(dloss, cache.y.shape, cache.y.size, cache.y.dtype)
         return dy
 
@@ -247,164 +286,3 @@ class BCEWithLogits(_Elementwise):
 
     def _gradient(self, y: np.ndarray, t: np.ndarray) -> np.ndarray:
         return (1 - t) - self._log_weight(y, t) * scipy.special.expit(-y)
-
-
-@attrs.frozen
-class ClassCache:
-    log_probs: np.ndarray  # (N, C): log-softmax of the logits (CrossEntropy) or the input (NLL)
-    target: np.ndarray  # class indices (N,) as int64, or probabilities (N, C) in y's dtype
-    denominator: Any  # what "mean" divides by
-
-
-@attrs.frozen(kw_only=True)
-class _ClassLoss(_Reduced):
-    """Shared by NLLLoss and CrossEntropy: class weights, labels, the weighted mean."""
-
-    weight: tuple[float, ...] | None = attrs.field(default=None, converter=_float_tuple,
-                                                   validator=_optional_floats)
-    ignore_index: int | None = attrs.field(
-        default=None, converter=lambda v: int(v) if isinstance(v, np.integer) else v)
-
-    @ignore_index.validator
-    def _check_ignore_index(self, attribute: attrs.Attribute, value: Any) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"{type(self).__name__}: ignore_index must be None or an int, "
-                             f"got {value!r}")
-
-    def _class_weights(self, y: np.ndarray) -> np.ndarray:
-        """The weight of each class, (C,) in y's dtype (ones without ``weight``)."""
-        if self.weight is None:
-            return np.ones(y.shape[1], y.dtype)
-        return _floats_for(self, "weight", self.weight, y.dtype, y.shape[1])
-
-    def _input(self, y: Any) -> np.ndarray:
-        y = as_float_array(self, y)
-        if y.ndim != 2:
-            expect_shape(self, y, ("N", "C"))
-        return y
-
-    def _labels(self, y: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """Integer class indices (N,) in [0, C) (or ignore_index) as int64."""
-        if not np.issubdtype(target.dtype, np.integer):
-            raise TypeError(f"{self!r}: class-index targets (N,) must be integers, got dtype "
-                            f"{target.dtype}; probability targets have shape (N, C)")
-        expect_shape(self, target, (y.shape[0],), "target")
-        labels = target.astype(np.int64, copy=False)
-        bad = ((labels < 0) | (labels >= y.shape[1])) & self._kept(labels)
-        if np.any(bad):
-            raise ValueError(f"{self!r}: class index {labels[bad][0]} out of range for "
-                             f"{y.shape[1]} classes")
-        return labels
-
-    def _row_factor(self, cache: ClassCache, dloss: Any) -> np.ndarray:
-        """Each row's dloss / denominator (see _upstream), 0 for ignored rows (also when the
-        mean is over nothing, where the others are nan: torch's gradients)."""
-        y = cache.log_probs
-        factor = self._upstream(dloss, (y.shape[0],), cache.denominator, y.dtype)
-        return np.where(self._kept(cache.target), factor, 0).astype(y.dtype, copy=False)
-
-    def _kept(self, labels: np.ndarray) -> np.ndarray:
-        """False where the label is ignore_index."""
-        return labels != self.ignore_index if self.ignore_index is not None \
-            else np.ones(labels.shape, bool)
-
-    def _picked(self, y: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, w_t): each row's class (0 for ignored rows) and its weight (0 if ignored).
-        Σₙ w_t is the denominator of torch's (weighted) mean."""
-        kept = self._kept(labels)
-        rows = np.where(kept, labels, 0)
-        return rows, np.where(kept, self._class_weights(y)[rows], 0).astype(y.dtype)
-
-
-@attrs.frozen(kw_only=True)
-class NLLLoss(_ClassLoss):
-    """On log-probabilities y (N, C) with class indices t (N,): loss element −w[tₙ]·y[n, tₙ];
-    "mean" divides by Σₙ w[tₙ] (N without weights). dy[n, tₙ] = −w[tₙ] (times dloss, over the
-    denominator), 0 elsewhere. Rows whose label is ``ignore_index`` count for nothing.
-    torch.nn.NLLLoss (its ignore_index default −100 is None here: every label must be valid)."""
-
-    def forward(self, y: np.ndarray, target: np.ndarray) -> tuple[Any, ClassCache]:
-        y = self._input(y)
-        labels = self._labels(y, np.asarray(target))
-        rows, w_t = self._picked(y, labels)
-        losses, total_weight = -w_t * y[np.arange(y.shape[0]), rows], np.sum(w_t)
-        return self._reduce(losses, total_weight), ClassCache(y, labels, total_weight)
-
-    def backward(self, cache: ClassCache, dloss: Any = None) -> np.ndarray:
-        y = cache.log_probs
-        rows, w_t = self._picked(y, cache.target)
-        dy = np.zeros_like(y)
-        dy[np.arange(y.shape[0]), rows] = -w_t * self._row_factor(cache, dloss)
-        return dy
-
-
-@attrs.frozen(kw_only=True)
-class CrossEntropy(_ClassLoss):
-    """Softmax cross-entropy on logits x (N, C), as torch.nn.functional.cross_entropy.
-
-    logp = log_softmax(x) (max subtracted first: stable for logits of ±1e4), ε =
-    ``label_smoothing``, w the class ``weight`` (ones if None), C classes. Targets:
-
-    - class indices t (N,), integers: loss element
-      (1 − ε)·(−w[tₙ]·logp[n, tₙ]) + (ε/C)·Σ_c (−w_c·logp[n, c]); "mean" divides the sum of
-      both terms by Σₙ w[tₙ] (N without weights); ``ignore_index`` rows count for nothing;
-    - probabilities (or one-hot rows, integer ones are converted) q (N, C): with
-      q' = (1 − ε)·q + ε/C, loss element −Σ_c w_c·q'[n, c]·logp[n, c]; "mean" divides by N.
-
-    Both are Σ_c Q[n, c]·(−logp[n, c]) for a matrix Q, so dx = softmax(x)·Σ_c Q − Q (times dloss,
-    over the denominator). The cache holds logp.
-    """
-
-    label_smoothing: float = attrs.field(default=0.0, converter=real_float,
-                                         validator=in_range(0.0, 1.0, high_open=False))
-
-    def forward(self, y: np.ndarray, target: np.ndarray) -> tuple[Any, ClassCache]:
-        x = self._input(y)
-        m = np.max(x, axis=1, keepdims=True)
-        logp = x - m
-        logp -= np.log(np.sum(np.exp(logp), axis=1, keepdims=True))
-        eps, c = self.label_smoothing, x.shape[1]
-        target = np.asarray(target)
-        if target.ndim == 1:
-            labels = self._labels(x, target)
-            rows, w_t = self._picked(x, labels)
-            losses = -w_t * logp[np.arange(x.shape[0]), rows]
-            if eps:
-                smooth = -(logp @ self._class_weights(x)) * self._kept(labels)
-                losses = (1 - eps) * losses + (eps / c) * smooth
-            total_weight = np.sum(w_t)
-            return self._reduce(losses, total_weight), ClassCache(logp, labels, total_weight)
-        _, q = self._inputs(x, target)
-        losses = -np.sum(self._q_matrix(q) * logp, axis=1)
-        return self._reduce(losses, x.shape[0]), ClassCache(logp, q, x.shape[0])
-
-    def backward(self, cache: ClassCache, dloss: Any = None) -> np.ndarray:
-        logp, target = cache.log_probs, cache.target
-        n, c = logp.shape
-        eps = self.label_smoothing
-        if target.ndim == 1:
-            rows, w_t = self._picked(logp, target)
-            w = self._class_weights(logp)
-            kept = self._kept(target).astype(logp.dtype)
-            # Q = (1 − ε)·w_t·onehot(t) + (ε/C)·w per kept row: Σ_c Q = (1 − ε)·w_t + (ε/C)·Σw
-            dx = np.exp(logp)
-            dx *= ((1 - eps) * w_t + (eps / c) * np.sum(w) * kept)[:, None]
-            if eps:
-                dx -= (eps / c) * w * kept[:, None]
-            dx[np.arange(n), rows] -= (1 - eps) * w_t
-            factor = self._row_factor(cache, dloss)
-        else:
-            q = self._q_matrix(target)
-            dx = np.exp(logp)
-            dx *= np.sum(q, axis=1, keepdims=True)
-            dx -= q
-            factor = self._upstream(dloss, (n,), cache.denominator, logp.dtype)
-        dx *= factor[:, None] if np.ndim(factor) else factor
-        return dx
-
-    def _q_matrix(self, q: np.ndarray) -> np.ndarray:
-        """w_c·((1 − ε)·q + ε/C) for probability targets q (N, C)."""
-        eps, c = self.label_smoothing, q.shape[1]
-        if eps:
-            q = (1 - eps) * q + eps / c
-        return q * self._class_weights(q)

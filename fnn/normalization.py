@@ -15,9 +15,11 @@ import attrs
 import numpy as np
 
 from . import init as initializers
+from . import tree
 from .core import (
     Key,
     Layer,
+    ShapeDtype,
     as_float_array,
     as_key,
     boolean,
@@ -27,13 +29,15 @@ from .core import (
     in_range,
     initializer_field,
     positive_int,
+    positive_real,
     real_float,
+    spec,
     split_key,
 )
-from .linear import ChannelwiseScaling, ScalingCache, ScalingParams
+from .linear import ChannelwiseScaling, ScalingCache, ScalingParams, scaling_shapes
 
 __all__ = ["BatchNormalization", "BatchNormState", "BatchNormCache", "BatchNorm2d", "LayerNorm",
-           "NormCache"]
+           "NormCache", "batchnorm_state"]
 
 
 @attrs.frozen
@@ -41,6 +45,16 @@ class BatchNormState:
     training: bool
     moving_mean: np.ndarray  # (n_features,)
     moving_variance: np.ndarray  # (n_features,)
+
+
+def batchnorm_state(n: int, dtype: Any, array: Any = np.zeros) -> BatchNormState:
+    """The initial state of n statistics in training mode: moving_mean from ``array`` (zeros),
+    moving_variance ones; with ``array=ShapeDtype`` (and any dtype) its shape-only form."""
+    if array is ShapeDtype:
+        return BatchNormState(training=True, moving_mean=ShapeDtype((n,), dtype),
+                              moving_variance=ShapeDtype((n,), dtype))
+    return BatchNormState(training=True, moving_mean=np.zeros(n, dtype),
+                          moving_variance=np.ones(n, dtype))
 
 
 @attrs.frozen
@@ -52,7 +66,7 @@ class BatchNormCache:
     state: BatchNormState
 
 
-@attrs.frozen(repr=False)
+@spec
 class BatchNormalization(Layer):
     """Normalize each feature over the batch: y = (x - mean) / sqrt(var + eps); ``eps``
     defaults to the class attribute EPS = 1e-3 (the classic value; PyTorch's is 1e-5).
@@ -73,20 +87,38 @@ class BatchNormalization(Layer):
     n_features: int = attrs.field(validator=positive_int)
     alpha: float = attrs.field(default=0.0, converter=real_float,
                                validator=in_range(0.0, 1.0, high_open=False))
-    eps: float = attrs.field(default=EPS, converter=real_float,
-                             validator=in_range(0.0, math.inf))
+    eps: float = attrs.field(default=EPS, converter=real_float, validator=positive_real)
     dtype: str = dtype_field()
 
     def init(self, key: int | Key) -> tuple[tuple, BatchNormState]:
+        """Inputs: ``key`` (unused: nothing random).
+
+        Returns ``((), BatchNormState(training=True, moving_mean zeros (n_features,),
+        moving_variance ones (n_features,)))`` in ``dtype``."""
         as_key(key)
-        n = self.n_features
-        return (), BatchNormState(training=True, moving_mean=np.zeros(n, self.dtype),
-                                  moving_variance=np.ones(n, self.dtype))
+        return (), batchnorm_state(self.n_features, self.dtype)
+
+    def state_shapes(self) -> BatchNormState:
+        return batchnorm_state(self.n_features, self.dtype, ShapeDtype)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return expect_shape(self, input_shape, ("N", self.n_features))
 
     def forward(self, params: Any, state: BatchNormState, x: np.ndarray
                 ) -> tuple[np.ndarray, BatchNormCache]:
+        """Inputs: params ``()``, a :class:`BatchNormState`, x (N, n_features) (N >= 1 in
+        training: the statistics of an empty batch are undefined).
+
+        Returns y (N, n_features), read-only in training (the cache keeps it as xhat), and a
+        :class:`BatchNormCache` whose ``state`` has the new moving statistics (training) or
+        is ``state`` itself (evaluation)."""
+        self.check_spec(params, state)
         x = as_float_array(self, x)
         expect_shape(self, x, ("N", self.n_features))
+        if state.training and x.shape[0] == 0:
+            raise ValueError(f"{self!r}: training mode needs at least one sample for the batch "
+                             f"statistics, got an empty batch of shape {x.shape} (the state is "
+                             f"left unchanged)")
         if not state.training:
             inv_std = 1.0 / np.sqrt(cast_like(state.moving_variance, x) + self.eps)
             y = x - cast_like(state.moving_mean, x)
@@ -98,6 +130,7 @@ class BatchNormalization(Layer):
         var = np.einsum("ij,ij->j", y, y) / x.shape[0]
         inv_std = 1.0 / np.sqrt(var + self.eps)
         y *= inv_std
+        y.flags.writeable = False
         a = self.alpha
         new_state = BatchNormState(
             training=True,
@@ -108,6 +141,9 @@ class BatchNormalization(Layer):
 
     def backward(self, params: Any, cache: BatchNormCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, tuple]:
+        """Inputs: params, the forward's cache, dy (N, n_features).
+
+        Returns dx (N, n_features) and ``()``."""
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.x_shape, "gradient")
         if not cache.training:
@@ -128,7 +164,7 @@ class NormCache:
     """Cache of BatchNorm2d and LayerNorm: the caches of the BatchNormalization and (affine only,
     else None) ChannelwiseScaling that compute them on a 2-D view of x."""
 
-    norm: BatchNormCache
+    norm: BatchNormCache | None  # None for an empty input (LayerNorm)
     affine: ScalingCache | None
     x_shape: tuple
     state: Any
@@ -145,7 +181,7 @@ def _affine_params(layer: Any, key: int | Key, shape: tuple[int, ...]) -> Scalin
                          beta=initializers.init_param(beta_init, kb, shape, layer.dtype, fan))
 
 
-@attrs.frozen(repr=False)
+@spec
 class BatchNorm2d(Layer):
     """BatchNormalization per channel of images: statistics over N, H and W.
 
@@ -165,7 +201,7 @@ class BatchNorm2d(Layer):
     alpha: float = attrs.field(default=0.0, converter=real_float,
                                validator=in_range(0.0, 1.0, high_open=False))
     eps: float = attrs.field(default=BatchNormalization.EPS, converter=real_float,
-                             validator=in_range(0.0, math.inf))
+                             validator=positive_real)
     affine: bool = attrs.field(default=False, validator=boolean)
     gamma_init: Any = initializer_field()
     beta_init: Any = initializer_field()
@@ -175,16 +211,38 @@ class BatchNorm2d(Layer):
         return BatchNormalization(self.n_channels, self.alpha, self.eps)
 
     def init(self, key: int | Key) -> tuple[ScalingParams | tuple, BatchNormState]:
+        """Inputs: ``key``, an int seed or a :class:`fnn.Key` (used for gamma and beta).
+
+        Returns ``(ScalingParams(gamma, beta) (n_channels,) or () without affine,
+        BatchNormState(training=True, zeros, ones (n_channels,)))`` in ``dtype``."""
         c = self.n_channels
         params = _affine_params(self, key, (c,)) if self.affine else ()
-        return params, BatchNormState(training=True, moving_mean=np.zeros(c, self.dtype),
-                                      moving_variance=np.ones(c, self.dtype))
+        return params, batchnorm_state(c, self.dtype)
+
+    def param_shapes(self) -> ScalingParams | tuple:
+        return scaling_shapes((self.n_channels,), self.dtype) if self.affine else ()
+
+    def state_shapes(self) -> BatchNormState:
+        return batchnorm_state(self.n_channels, self.dtype, ShapeDtype)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return expect_shape(self, input_shape, ("N", self.n_channels, "H", "W"))
 
     def forward(self, params: ScalingParams | tuple, state: BatchNormState, x: np.ndarray
                 ) -> tuple[np.ndarray, NormCache]:
+        """Inputs: params (``ScalingParams`` or ``()``), a :class:`BatchNormState`,
+        x (N, n_channels, H, W) (N*H*W >= 1 in training).
+
+        Returns y of x's shape and a :class:`NormCache` whose ``state`` has the new moving
+        statistics (training) or is ``state`` itself (evaluation)."""
+        self.check_spec(params, state)
         x = as_float_array(self, x)
         expect_shape(self, x, ("N", self.n_channels, "H", "W"))
         n, c, h, w = x.shape
+        if state.training and n * h * w == 0:
+            raise ValueError(f"{self!r}: training mode needs N*H*W >= 1 values per channel for "
+                             f"the batch statistics, got input of shape {x.shape} (the state is "
+                             f"left unchanged)")
         y2, norm = self._norm().forward((), state, x.transpose(0, 2, 3, 1).reshape(-1, c))
         affine = None
         if self.affine:
@@ -194,6 +252,9 @@ class BatchNorm2d(Layer):
 
     def backward(self, params: ScalingParams | tuple, cache: NormCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, ScalingParams | tuple]:
+        """Inputs: params, the forward's cache, dy (N, n_channels, H, W).
+
+        Returns dx of x's shape and ``ScalingParams(dgamma, dbeta)`` (or ``()``)."""
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.x_shape, "gradient")
         n, c, h, w = cache.x_shape
@@ -226,7 +287,7 @@ def _flat_params(params: ScalingParams) -> ScalingParams:
     return ScalingParams(gamma=params.gamma.reshape(-1), beta=params.beta.reshape(-1))
 
 
-@attrs.frozen(repr=False)
+@spec
 class LayerNorm(Layer):
     """Normalize each sample over its last dimensions, as torch.nn.LayerNorm.
 
@@ -246,32 +307,51 @@ class LayerNorm(Layer):
 
     normalized_shape: tuple[int, ...] = attrs.field(converter=_shape_tuple,
                                                     validator=_positive_shape)
-    eps: float = attrs.field(default=1e-5, converter=real_float,
-                             validator=in_range(0.0, math.inf))
+    eps: float = attrs.field(default=1e-5, converter=real_float, validator=positive_real)
     elementwise_affine: bool = attrs.field(default=True, validator=boolean)
     gamma_init: Any = initializer_field()
     beta_init: Any = initializer_field()
     dtype: str = dtype_field()
 
     def init(self, key: int | Key) -> tuple[ScalingParams | tuple, tuple]:
+        """Inputs: ``key``, an int seed or a :class:`fnn.Key` (used for gamma and beta).
+
+        Returns ``(ScalingParams(gamma, beta) of normalized_shape, ())``, or ``((), ())``
+        without ``elementwise_affine``."""
         as_key(key)
         if not self.elementwise_affine:
             return (), ()
         return _affine_params(self, key, self.normalized_shape), ()
 
+    def param_shapes(self) -> ScalingParams | tuple:
+        if not self.elementwise_affine:
+            return ()
+        return scaling_shapes(self.normalized_shape, self.dtype)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = self.normalized_shape
+        leading = ["N", *[None] * max(len(input_shape) - 1 - len(shape), 0)]
+        return expect_shape(self, input_shape, (*leading, *shape))
+
     def forward(self, params: ScalingParams | tuple, state: Any, x: np.ndarray
                 ) -> tuple[np.ndarray, NormCache]:
+        """Inputs: params (``ScalingParams`` or ``()``), state ``()``,
+        x (N, ..., *normalized_shape).
+
+        Returns y of x's shape (read-only without affine: the cache keeps it) and a
+        :class:`NormCache`. An empty x gives an empty y."""
+        self.check_spec(params, state)
         x = as_float_array(self, x)
-        shape = self.normalized_shape
-        leading = ["N", *[None] * (x.ndim - 1 - len(shape))]
-        expect_shape(self, x, (*leading, *shape))
-        d = math.prod(shape)
+        self.output_shape(x.shape)
+        d = math.prod(self.normalized_shape)
         m = x.size // d
+        if m == 0:
+            return np.empty_like(x), NormCache(norm=None, affine=None, x_shape=x.shape,
+                                               state=state)
         # each column of the (D, M) view is one sample: BatchNormalization's statistics over
         # its batch axis are the per-sample statistics (its moving statistics are discarded)
-        columns = BatchNormState(training=True, moving_mean=np.zeros(m, x.dtype),
-                                 moving_variance=np.ones(m, x.dtype))
-        yt, norm = BatchNormalization(m, eps=self.eps).forward((), columns, x.reshape(m, d).T)
+        yt, norm = BatchNormalization(m, eps=self.eps).forward(
+            (), batchnorm_state(m, x.dtype), x.reshape(m, d).T)
         y2, affine = yt.T, None
         if self.elementwise_affine:
             y2, affine = ChannelwiseScaling(d).forward(_flat_params(params), (), y2)
@@ -280,10 +360,16 @@ class LayerNorm(Layer):
 
     def backward(self, params: ScalingParams | tuple, cache: NormCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, ScalingParams | tuple]:
+        """Inputs: params, the forward's cache, dy of x's shape.
+
+        Returns dx of x's shape and ``ScalingParams(dgamma, dbeta)`` of normalized_shape (or
+        ``()``)."""
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.x_shape, "gradient")
         d = math.prod(self.normalized_shape)
         m = dy.size // d
+        if m == 0:
+            return np.zeros(cache.x_shape, dy.dtype), tree.map(np.zeros_like, params)
         dy2, dparams = dy.reshape(m, d), ()
         if cache.affine is not None:
             dy2, flat = ChannelwiseScaling(d).backward(_flat_params(params), cache.affine, dy2)

@@ -36,6 +36,7 @@ from .core import (
     expect_shape,
     initializer_field,
     positive_int,
+    spec,
     split_key,
 )
 from .init import init_param
@@ -65,7 +66,7 @@ def _time_major(a: np.ndarray, reverse: bool) -> np.ndarray:
     return np.ascontiguousarray(a[::-1] if reverse else a)
 
 
-@attrs.frozen(repr=False)
+@spec
 class Recurrent(Layer):
     """The skeleton shared by :class:`RNN`, :class:`LSTM` and :class:`GRU`; not a layer itself.
 
@@ -101,10 +102,13 @@ class Recurrent(Layer):
         return RecurrentParams(**{k: ShapeDtype(s, self.dtype) for k, s in self._shapes().items()})
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(input_shape) != 3 or input_shape[2] != self.input_size:
-            raise ValueError(f"{self!r}: expected input of shape (N, T, {self.input_size}), got "
-                             f"shape {tuple(input_shape)}")
-        return (input_shape[0], input_shape[1], self.hidden_size)
+        n, t, _ = expect_shape(self, input_shape, ("N", "T", self.input_size))
+        return (n, t, self.hidden_size)
+
+    def kink_distance(self, params: RecurrentParams, state: Any, x: np.ndarray) -> float:
+        """How far the pre-activations are from a non-differentiable point (for
+        ``fnn.testing``'s finite-difference checks): inf, the cells are smooth."""
+        return np.inf
 
     def init(self, key: int | Key) -> tuple[RecurrentParams, tuple]:
         """Inputs: key (an int seed or an fnn.Key). Returns ``(RecurrentParams, ())``: W_ih,
@@ -120,17 +124,16 @@ class Recurrent(Layer):
     # --- the skeleton ---------------------------------------------------------------------
 
     def _weights(self, params: RecurrentParams, like: np.ndarray) -> tuple[np.ndarray, ...]:
-        if not isinstance(params, RecurrentParams):
-            raise ValueError(f"{self!r}: expected RecurrentParams, got {type(params).__name__}")
-        for name, shape in self._shapes().items():
-            expect_shape(self, getattr(params, name), shape, f"params.{name}")
         return tuple(cast_like(getattr(params, k), like) for k in ("W_ih", "W_hh", "b_ih", "b_hh"))
 
     def forward(self, params: RecurrentParams, state: Any, x: np.ndarray
                 ) -> tuple[np.ndarray, RecurrentCache]:
-        """Inputs: x (N, T, input_size). Returns y (N, T, hidden_size) in x's dtype, y[:, t] the
-        hidden state after step t, and the cache (time-major input and hidden states, the
-        cell's per-step arrays)."""
+        """Inputs: params (:class:`RecurrentParams`), state ``()``, x (N, T, input_size).
+
+        Returns y (N, T, hidden_size) in x's dtype, y[:, t] the hidden state after step t, and
+        a :class:`RecurrentCache` (time-major input and hidden states, the cell's per-step
+        arrays)."""
+        self.check_spec(params, state)
         x = as_float_array(self, x)
         expect_shape(self, x, ("N", "T", self.input_size))
         W_ih, W_hh, b_ih, b_hh = self._weights(params, x)
@@ -155,8 +158,20 @@ class Recurrent(Layer):
 
     def backward(self, params: RecurrentParams, cache: RecurrentCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, RecurrentParams]:
-        """Inputs: dy (N, T, hidden_size). Returns dx (N, T, input_size) in x's dtype and
-        dparams (RecurrentParams in the params' dtypes), by backpropagation through time."""
+        """Inputs: params, the forward's cache, dy (N, T, hidden_size).
+
+        Returns dx (N, T, input_size) in x's dtype and dparams (:class:`RecurrentParams` in
+        the params' dtypes), by backpropagation through time."""
+        return self._backward(params, cache, dy, need_dx=True)
+
+    def backward_params(self, params: RecurrentParams, cache: RecurrentCache, dy: np.ndarray
+                        ) -> RecurrentParams:
+        """``backward(params, cache, dy)[1]`` without computing dx (one matrix product
+        fewer)."""
+        return self._backward(params, cache, dy, need_dx=False)[1]
+
+    def _backward(self, params: RecurrentParams, cache: RecurrentCache, dy: np.ndarray,
+                  need_dx: bool) -> tuple[np.ndarray | None, RecurrentParams]:
         xs, hs = cache.x, cache.h
         t_len, n, _ = xs.shape
         dy = as_float_array(self, dy, "gradient")
@@ -177,8 +192,10 @@ class Recurrent(Layer):
                 dh_next += dh_direct
         rows, gh = t_len * n, W_hh.shape[0]  # (an empty batch or sequence has no -1 to infer)
         dxw2, dhw2 = dxw.reshape(rows, gh), dhw.reshape(rows, gh)
-        dxs = (dxw2 @ W_ih).reshape(t_len, n, self.input_size)
-        dx = np.ascontiguousarray((dxs[::-1] if self.reverse else dxs).swapaxes(0, 1))
+        dx = None
+        if need_dx:
+            dxs = (dxw2 @ W_ih).reshape(t_len, n, self.input_size)
+            dx = np.ascontiguousarray((dxs[::-1] if self.reverse else dxs).swapaxes(0, 1))
         grads = RecurrentParams(W_ih=dxw2.T @ xs.reshape(rows, self.input_size),
                                 W_hh=dhw2.T @ hs[:-1].reshape(rows, self.hidden_size),
                                 b_ih=dxw2.sum(axis=0), b_hh=dhw2.sum(axis=0))
@@ -212,7 +229,7 @@ def _nonlinearity(instance: Any, attribute: attrs.Attribute, value: Any) -> None
                          f"'relu', got {value!r}")
 
 
-@attrs.frozen(repr=False)
+@spec
 class RNN(Recurrent):
     """Elman RNN, as ``torch.nn.RNN(input_size, hidden_size, nonlinearity, batch_first=True)``:
 
@@ -225,6 +242,17 @@ class RNN(Recurrent):
     """
 
     nonlinearity: str = attrs.field(default="tanh", validator=_nonlinearity)
+
+    def kink_distance(self, params: RecurrentParams, state: Any, x: np.ndarray) -> float:
+        """For "relu": the smallest |pre-activation| over all steps (the kink of max(·, 0)) on
+        this input; inf for "tanh"."""
+        if self.nonlinearity == "tanh":
+            return np.inf
+        _, cache = self.forward(params, state, x)
+        rows = cache.x.shape[0] * cache.x.shape[1]
+        pre = (cache.x.reshape(rows, self.input_size) @ params.W_ih.T + params.b_ih + params.b_hh
+               + cache.h[:-1].reshape(rows, self.hidden_size) @ params.W_hh.T)
+        return float(np.abs(pre).min(initial=np.inf))
 
     def _step(self, t, xw, hw, consts, hs, saved):
         hw += xw
@@ -242,7 +270,7 @@ class RNN(Recurrent):
         return None, None
 
 
-@attrs.frozen(repr=False)
+@spec
 class LSTM(Recurrent):
     """Long short-term memory, as ``torch.nn.LSTM(input_size, hidden_size, batch_first=True)``:
 
@@ -307,7 +335,7 @@ class LSTM(Recurrent):
         return dc * saved[0][t, :, h:2 * h], None
 
 
-@attrs.frozen(repr=False)
+@spec
 class GRU(Recurrent):
     """Gated recurrent unit, as ``torch.nn.GRU(input_size, hidden_size, batch_first=True)``:
 

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .core import Key, Layer, as_float_array, expect_shape, split_key
+from .core import Key, Layer, as_float_array, backward_params, expect_shape, spec, split_key
 
 __all__ = ["Bidirectional", "BidirectionalParams", "BidirectionalCache", "LastStep",
            "LastStepCache"]
@@ -35,7 +35,7 @@ def _reversible(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
                          f"reverse option (fnn.RNN, fnn.LSTM, fnn.GRU), got {value!r}")
 
 
-@attrs.frozen
+@spec
 class Bidirectional(Layer):
     """y = concat(layer(x), reversed(layer)(x)) over the last axis, as PyTorch's
     ``bidirectional=True``: ``Bidirectional(fnn.LSTM(F, H))`` is ``nn.LSTM(F, H,
@@ -58,6 +58,15 @@ class Bidirectional(Layer):
     def param_shapes(self) -> BidirectionalParams:
         return BidirectionalParams(*(layer.param_shapes() for layer in self.layers))
 
+    def state_shapes(self) -> tuple:
+        return tuple(layer.state_shapes() for layer in self.layers)
+
+    def kink_distance(self, params: BidirectionalParams, state: tuple, x: np.ndarray) -> float:
+        """The smaller of the two layers' distances to a kink (for ``fnn.testing``)."""
+        own = [getattr(layer, "kink_distance", None) for layer in self.layers]
+        return min((f(p, s, x) for f, p, s in zip(own, (params.forward, params.backward), state)
+                    if callable(f)), default=np.inf)
+
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = self.layer.output_shape(input_shape)
         return (*shape[:-1], 2 * shape[-1])
@@ -68,13 +77,10 @@ class Bidirectional(Layer):
 
     def forward(self, params: BidirectionalParams, state: Any, x: np.ndarray
                 ) -> tuple[np.ndarray, BidirectionalCache]:
-        """Inputs: x (N, T, F). Returns y (N, T, 2H) and the cache (both layers' caches)."""
-        if not isinstance(params, BidirectionalParams):
-            raise ValueError(f"{self!r}: expected BidirectionalParams, got "
-                             f"{type(params).__name__}")
-        if not (isinstance(state, tuple) and len(state) == 2):
-            raise ValueError(f"{self!r}: expected state as a tuple of 2 entries (forward, "
-                             f"backward), got {state!r}")
+        """Inputs: params (:class:`BidirectionalParams`), state (a pair), x (N, T, F).
+
+        Returns y (N, T, 2H) and a :class:`BidirectionalCache` (both layers' caches)."""
+        self.check_spec(params, state)
         fwd, bwd = self.layers
         yf, cf = fwd.forward(params.forward, state[0], x)
         yb, cb = bwd.forward(params.backward, state[1], x)
@@ -83,15 +89,30 @@ class Bidirectional(Layer):
 
     def backward(self, params: BidirectionalParams, cache: BidirectionalCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, BidirectionalParams]:
-        """Inputs: dy (N, T, 2H). Returns dx (N, T, F) and BidirectionalParams of gradients."""
+        """Inputs: params, the forward's cache, dy (N, T, 2H).
+
+        Returns dx = dx_forward + dx_backward (N, T, F) and :class:`BidirectionalParams` of the
+        two layers' gradients."""
+        dyf, dyb = self._split(cache, dy)
+        fwd, bwd = self.layers
+        dxf, gf = fwd.backward(params.forward, cache.forward, dyf)
+        dxb, gb = bwd.backward(params.backward, cache.backward, dyb)
+        dxf += dxb
+        return dxf, BidirectionalParams(gf, gb)
+
+    def backward_params(self, params: BidirectionalParams, cache: BidirectionalCache,
+                        dy: np.ndarray) -> BidirectionalParams:
+        """``backward(params, cache, dy)[1]`` without computing dx."""
+        dyf, dyb = self._split(cache, dy)
+        fwd, bwd = self.layers
+        return BidirectionalParams(backward_params(fwd, params.forward, cache.forward, dyf),
+                                   backward_params(bwd, params.backward, cache.backward, dyb))
+
+    def _split(self, cache: BidirectionalCache, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.y_shape, "gradient")
         h = cache.y_shape[-1] // 2
-        fwd, bwd = self.layers
-        dxf, gf = fwd.backward(params.forward, cache.forward, dy[..., :h])
-        dxb, gb = bwd.backward(params.backward, cache.backward, dy[..., h:])
-        dxf += dxb
-        return dxf, BidirectionalParams(gf, gb)
+        return dy[..., :h], dy[..., h:]
 
 
 @attrs.frozen
@@ -101,7 +122,7 @@ class LastStepCache:
     state: Any = ()
 
 
-@attrs.frozen
+@spec
 class LastStep(Layer):
     """y = x[:, -1]: the last step of each sequence, so that ``Sequential([LSTM(F, H),
     LastStep(), Linear(H, C)])`` classifies sequences (PyTorch: ``output[:, -1]``).
@@ -118,14 +139,19 @@ class LastStep(Layer):
         return (input_shape[0], *input_shape[2:])
 
     def forward(self, params: Any, state: Any, x: np.ndarray) -> tuple[np.ndarray, LastStepCache]:
-        """Inputs: x (N, T, ...). Returns y = x[:, -1] (N, ...) and the cache."""
+        """Inputs: params ``()``, state ``()``, x (N, T, ...).
+
+        Returns y = x[:, -1] (N, ...) and a :class:`LastStepCache`."""
+        self.check_spec(params, state)
         x = as_float_array(self, x)
         self.output_shape(x.shape)
         return x[:, -1].copy(), LastStepCache(x.shape, x.dtype.name, state)
 
     def backward(self, params: Any, cache: LastStepCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, tuple]:
-        """Inputs: dy (N, ...). Returns dx (N, T, ...), zero but for the last step."""
+        """Inputs: params ``()``, the forward's cache, dy (N, ...).
+
+        Returns dx (N, T, ...), zero but for the last step, and ``()``."""
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, self.output_shape(cache.x_shape), "gradient")
         dx = np.zeros(cache.x_shape, cache.dtype)

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .core import Key, split_key
+from .core import Key, backward_params, split_key
 from .data import batches, one_hot
 from .tree import eval_mode, train_mode
 
@@ -33,7 +33,7 @@ def train_step(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state
     """
     y, cache = net.forward(params, state, x)
     loss, lcache = crit.forward(y, t)
-    _, grads = net.backward(params, cache, crit.backward(lcache))
+    grads = backward_params(net, params, cache, crit.backward(lcache))  # no unused input dx
     params, opt_state = opt.update(params, grads, opt_state)
     return params, cache.state, opt_state, loss, y
 

@@ -14,16 +14,16 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .core import Key
+from .core import Key, ShapeDtype
 
 __all__ = ["is_leaf", "leaves", "unflatten", "map", "map_multi", "cast", "set_training",
            "train_mode", "eval_mode"]
 
 
 def is_leaf(tree: Any) -> bool:
-    """True unless ``tree`` is a tuple, a list or an attrs instance; a random :class:`Key` is
-    an attrs instance but a leaf (one atomic value)."""
-    if isinstance(tree, Key):
+    """True unless ``tree`` is a tuple, a list or an attrs instance; a random :class:`Key` and
+    a :class:`~fnn.core.ShapeDtype` are attrs instances but leaves (one atomic value each)."""
+    if isinstance(tree, (Key, ShapeDtype)):
         return True
     return not (isinstance(tree, (tuple, list)) or attrs.has(type(tree)))
 

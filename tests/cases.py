@@ -18,9 +18,11 @@ reference tests import the same table. A row is:
 
 Use :func:`examples` (a hypothesis strategy) to get an :class:`Example` of a row:
 ``layer, params, state, x`` in the requested dtype, ready for ``layer.forward(params, state, x)``.
-:func:`output_shape` gives the expected output shape of any fnn layer for an input shape;
-:func:`kink_distance` says how far an input is from the non-differentiable points of a layer
-(finite-difference checks skip examples closer than 1e-5).
+The values, keys and batch sizes come from the public strategies of ``fnn.testing.strategies``
+and the checks in tests/test_layers.py are the public ``fnn.testing`` ones (``check_layer``
+runs them all on a user's layer), so a user's layer gets exactly the tests a row gets.
+``kink_distance`` (from ``fnn.testing``) says how far an input is from the non-differentiable
+points of a layer (finite-difference checks skip examples closer than 1e-5).
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-import hypothesis.extra.numpy as hnp
 import numpy as np
 from hypothesis import strategies as st
 
 import fnn
-from fnn import tree
+from fnn.testing import kink_distance, training_flags
+from fnn.testing.strategies import arrays, layer_examples
 
-__all__ = ["LayerCase", "Example", "CASES", "CASE_IDS", "examples", "output_shape",
+__all__ = ["LayerCase", "Example", "CASES", "CASE_IDS", "examples",
            "input_values", "kink_distance", "training_flags"]
 
 Setup = Callable[[st.DrawFn], tuple[Any, tuple[int, ...]]]
@@ -116,6 +118,14 @@ def _layernorm(draw: st.DrawFn):
     return layer, leading + normalized
 
 
+def _groupnorm(draw: st.DrawFn):
+    """GroupNorm(G, C = G * (1 or 2)) on (C, *0 to 2 axes of 1 to 3), with or without affine."""
+    g = _size(draw, 3)
+    c = g * _size(draw, 2)
+    layer = fnn.GroupNorm(g, c, eps=draw(_eps), affine=draw(st.booleans()))
+    return layer, (c, *draw(st.lists(st.integers(1, 3), max_size=2)))
+
+
 def _residual_mlp(draw: st.DrawFn):
     n, hidden = _size(draw), _size(draw)
     return fnn.Residual(fnn.Sequential([fnn.Linear(n, hidden), fnn.GELU(),
@@ -146,27 +156,16 @@ def _pool(k: int) -> Setup:
 # --- Conv2d / pooling options: hyperparameters drawn per row, then an input size for which
 # at least one window fits (up to 3 more rows and columns)
 
-def _pair(v: Any) -> tuple[int, int]:
-    return tuple(v) if isinstance(v, tuple) else (v, v)
+def _ntuple(v: Any, n: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, tuple) else (v,) * n
 
 
-def _window_geometry(layer: Any) -> tuple:
-    """(kernel, stride, padding, dilation) pairs of a Conv2d / MaxPool2d / AvgPool2d, by
-    PyTorch's rules: stride None = the kernel; padding "valid" = 0, "same" = d*(k - 1)/2."""
-    k = _pair(layer.kernel_size)
-    d = _pair(getattr(layer, "dilation", 1))
-    s = k if layer.stride is None else _pair(layer.stride)
-    if layer.padding == "same":
-        p = tuple(di * (ki - 1) // 2 for ki, di in zip(k, d))
-    else:
-        p = (0, 0) if layer.padding == "valid" else _pair(layer.padding)
-    return k, s, p, d
-
-
-def _fitting_sizes(draw: st.DrawFn, layer: Any) -> tuple[int, int]:
-    k, _, p, d = _window_geometry(layer)
+def _fitting_sizes(draw: st.DrawFn, layer: Any) -> tuple[int, ...]:
+    """Input sizes, one per spatial axis of a conv or pool ``layer``, for which at least one
+    window fits (and up to 3 more)."""
+    w = layer.window()
     return tuple(max(1, di * (ki - 1) + 1 - 2 * pi) + draw(st.integers(0, 3))
-                 for ki, pi, di in zip(k, p, d))
+                 for ki, pi, di in zip(w.kernel, w.padding, w.dilation))
 
 
 def _conv_options(options: Callable[[st.DrawFn], dict], depthwise: bool = False) -> Setup:
@@ -186,22 +185,37 @@ def _k(draw: st.DrawFn, odd: bool = False) -> int:
 
 
 def _pool_options(layer_cls: Callable[..., Any], stride_none: bool = True) -> Setup:
-    """layer_cls(k, stride, padding): k 1 to 3 or a pair, stride None (the kernel) or 1 to 3,
-    padding 0 to k // 2; C 1 or 2."""
+    """layer_cls(k, stride, padding): k 1 to 3 or a tuple (one per spatial axis), stride None
+    (the kernel) or 1 to 3, padding 0 to k // 2; C 1 or 2."""
     def setup(draw: st.DrawFn):
-        k = draw(st.integers(1, 3) | st.tuples(st.integers(1, 3), st.integers(1, 3)))
-        strides = st.integers(1, 3) | st.tuples(st.integers(1, 3), st.integers(1, 3))
+        sizes = st.tuples(*[st.integers(1, 3)] * layer_cls.ndim)
+        k = draw(st.integers(1, 3) | sizes)
+        strides = st.integers(1, 3) | sizes
         stride = draw(st.none() | strides if stride_none else strides)
-        padding = tuple(draw(st.integers(0, ki // 2)) for ki in _pair(k))
-        if padding[0] == padding[1] and draw(st.booleans()):
+        padding = tuple(draw(st.integers(0, ki // 2)) for ki in _ntuple(k, layer_cls.ndim))
+        if len(set(padding)) == 1 and draw(st.booleans()):
             padding = padding[0]
         layer = layer_cls(k, stride, padding)
-        if layer_cls is fnn.MaxPool2d and stride is None and _pair(padding) == (0, 0):
-            sizes = tuple(ki * _size(draw, 2) for ki in _pair(k))  # classic: k divides H, W
+        w = layer.window()
+        if layer_cls is fnn.MaxPool2d and stride is None and w.padding == (0, 0):
+            shape = tuple(ki * _size(draw, 2) for ki in w.kernel)  # classic: k divides H, W
         else:
-            sizes = _fitting_sizes(draw, layer)
-        return layer, (_size(draw, 2), *sizes)
+            shape = _fitting_sizes(draw, layer)
+        return layer, (_size(draw, 2), *shape)
     return setup
+
+
+def _conv1d(draw: st.DrawFn):
+    """Conv1d: kernel 1 to 3, stride 1 or 2, padding 0, 1, "valid" or ("same" with an odd
+    kernel and stride 1), dilation 1 or 2, groups 1 or 2 (1 or 2 channels per group), bias
+    or not."""
+    k, stride = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    paddings = [0, 1, "valid"] + (["same"] if k % 2 and stride == 1 else [])
+    g = draw(st.integers(1, 2))
+    layer = fnn.Conv1d(g * _size(draw, 2), g * _size(draw, 2), k, stride=stride,
+                       padding=draw(st.sampled_from(paddings)), dilation=draw(st.integers(1, 2)),
+                       groups=g, bias=draw(st.booleans()))
+    return layer, (layer.in_channels, *_fitting_sizes(draw, layer))
 
 
 def _mlp(draw: st.DrawFn):
@@ -250,17 +264,6 @@ def _lstm_classifier(draw: st.DrawFn):
     """LSTM -> LastStep -> Linear: a sequence classifier."""
     f, h, c = _size(draw, 3), _size(draw, 3), _size(draw, 3)
     return fnn.Sequential([fnn.LSTM(f, h), fnn.LastStep(), fnn.Linear(h, c)]), (_size(draw), f)
-
-
-def _rnn_preactivations(layer: Any, params: Any, state: Any, x: np.ndarray) -> np.ndarray:
-    """x_t W_ihᵀ + b_ih + h_(t-1) W_hhᵀ + b_hh of an RNN at every step (h from its output)."""
-    y = layer.forward(params, state, x)[0]
-    h_prev = np.zeros_like(y)
-    if layer.reverse:
-        h_prev[:, :-1] = y[:, 1:]
-    else:
-        h_prev[:, 1:] = y[:, :-1]
-    return x @ params.W_ih.T + params.b_ih + h_prev @ params.W_hh.T + params.b_hh
 
 
 CASES: list[LayerCase] = [
@@ -321,6 +324,9 @@ CASES: list[LayerCase] = [
               unique_values=True),
     LayerCase("maxpool-options", _pool_options(fnn.MaxPool2d), unique_values=True),
     LayerCase("avgpool", _pool_options(fnn.AvgPool2d)),
+    LayerCase("conv1d", _conv1d),
+    LayerCase("maxpool1d", _pool_options(fnn.MaxPool1d), unique_values=True),
+    LayerCase("avgpool1d", _pool_options(fnn.AvgPool1d)),
     LayerCase("global-avgpool", lambda draw: (fnn.GlobalAvgPool2d(), (
         _size(draw, 3), _size(draw, 3), _size(draw, 3)))),
     LayerCase("flatten", _elementwise(lambda d: fnn.Flatten())),
@@ -328,6 +334,7 @@ CASES: list[LayerCase] = [
     LayerCase("mlp-eval", _mlp, mode="eval"),
     LayerCase("cnn-train", _cnn, batch_coupled=True, unique_values=True),
     LayerCase("cnn-eval", _cnn, mode="eval", unique_values=True),
+    LayerCase("groupnorm", _groupnorm),
     LayerCase("rnn-tanh", _recurrent("rnn-tanh")),
     LayerCase("rnn-relu", _recurrent("rnn-relu")),
     LayerCase("lstm", _recurrent("lstm")),
@@ -343,104 +350,20 @@ CASE_IDS = [case.name for case in CASES]
 # --- values and examples ------------------------------------------------------------------
 
 def input_values(draw: st.DrawFn, shape: tuple[int, ...], unique: bool = False) -> np.ndarray:
-    """Float64 values of ``shape``: when ``unique``, distinct multiples of 1/(250 * size) in about
-    [-4, 4]; else values in [-3, -0.05] U [0.05, 3]."""
-    if unique:
-        # distinct without hypothesis' slow unique arrays: i * size + position is one-to-one
-        size = int(np.prod(shape, dtype=np.int64))
-        ints = draw(hnp.arrays(np.int64, shape, elements=st.integers(-1000, 1000)))
-        return (ints * size + np.arange(size).reshape(shape)) / (250.0 * size)
-    away_from_zero = st.floats(0.05, 3.0) | st.floats(-3.0, -0.05)
-    return draw(hnp.arrays(np.float64, shape, elements=away_from_zero))
+    """Float64 values of ``shape`` from ``fnn.testing.strategies.arrays``: when ``unique``,
+    distinct multiples of 1/(250 * size) in about [-4, 4]; else values in
+    [-3, -0.05] U [0.05, 3]."""
+    return draw(arrays(shape, unique=unique))
 
 
 @st.composite
 def examples(draw: st.DrawFn, case: LayerCase, dtype: Any = np.float64, min_batch: int = 1,
              max_batch: int = 3) -> Example:
-    """An :class:`Example` of ``case``: params from ``init`` of a drawn seed, state in the row's
-    mode, x of shape (N, *sample_shape) with min_batch <= N <= max_batch; all floating-point
-    leaves (params, state, x) in ``dtype``."""
+    """An :class:`Example` of ``case``: ``fnn.testing.strategies.layer_examples`` of the drawn
+    layer and sample shape, in the row's mode (eval: after a training forward on another drawn
+    batch), with min_batch <= N <= max_batch; all floating-point leaves in ``dtype``."""
     layer, sample_shape = case.setup(draw)
-    shape = (draw(st.integers(min_batch, max_batch)), *sample_shape)
-    params, state = layer.init(draw(st.integers(0, 2**32 - 1)))
-    if case.mode == "eval":
-        warm = input_values(draw, shape, case.unique_values)
-        state = fnn.eval_mode(layer.forward(params, state, warm)[1].state)
-    x = input_values(draw, shape, case.unique_values)
-    return Example(case, layer, tree.cast(params, dtype), tree.cast(state, dtype),
-                   x.astype(dtype))
-
-
-def output_shape(layer: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The output shape the layer contract promises for an input of ``shape``."""
-    try:
-        return layer.output_shape(shape)
-    except NotImplementedError:
-        pass
-    match layer:
-        case fnn.Sequential():
-            for child in layer.layers:
-                shape = output_shape(child, shape)
-            return shape
-        case fnn.Linear():
-            return (shape[0], layer.n_out)
-        case fnn.Conv2d() | fnn.MaxPool2d() | fnn.AvgPool2d():
-            k, s, p, d = _window_geometry(layer)
-            channels = layer.out_channels if isinstance(layer, fnn.Conv2d) else shape[1]
-            return (shape[0], channels, *((size + 2 * pi - di * (ki - 1) - 1) // si + 1
-                                          for size, ki, si, pi, di in zip(shape[2:], k, s, p, d)))
-        case fnn.GlobalAvgPool2d():
-            return shape[:2]
-        case fnn.Flatten():
-            return (shape[0], int(np.prod(shape[1:], dtype=np.int64)))
-        case (fnn.SoftMax() | fnn.LogSoftMax() | fnn.BatchNormalization()
-              | fnn.ChannelwiseScaling() | fnn.Dropout() | fnn.ReLU() | fnn.LeakyReLU()
-              | fnn.ELU() | fnn.SoftPlus() | fnn.Tanh() | fnn.Sigmoid() | fnn.GELU()
-              | fnn.Identity() | fnn.BatchNorm2d() | fnn.LayerNorm() | fnn.Residual()):
-            return shape
-    raise NotImplementedError(f"no output shape rule for {layer!r}")
-
-
-def kink_distance(layer: Any, params: Any, state: Any, x: np.ndarray) -> float:
-    """How far the inputs of the non-differentiable layers inside ``layer`` are from a kink:
-    min |input| for ReLU, LeakyReLU and ELU with alpha != 1, the smallest gap between the two
-    largest values of a window for MaxPool2d, inf for smooth layers; a Sequential is followed
-    child by child, a Residual into its inner layer. A finite-difference check with step eps
-    means something only where this is well above eps."""
-    match layer:
-        case fnn.Sequential():
-            distance = np.inf
-            for child, p, s in zip(layer.layers, params, state):
-                distance = min(distance, kink_distance(child, p, s, x))
-                x = child.forward(p, s, x)[0]
-            return distance
-        case fnn.Residual():
-            return kink_distance(layer.layer, params, state, x)
-        case fnn.RNN(nonlinearity="relu"):
-            return float(np.abs(_rnn_preactivations(layer, params, state, x)).min(initial=np.inf))
-        case fnn.Bidirectional():
-            return min(kink_distance(inner, p, s, x) for inner, p, s in zip(
-                layer.layers, (params.forward, params.backward), state))
-        case fnn.ReLU() | fnn.LeakyReLU():
-            return float(np.abs(x).min(initial=np.inf))
-        case fnn.ELU() if layer.alpha != 1.0:
-            return float(np.abs(x).min(initial=np.inf))
-        case fnn.MaxPool2d() if _pair(layer.kernel_size) != (1, 1):
-            k, s, p, _ = _window_geometry(layer)
-            n, c, h, w = output_shape(layer, x.shape)
-            xpad = np.pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2), constant_values=-np.inf)
-            windows = np.lib.stride_tricks.sliding_window_view(xpad, k, axis=(2, 3))
-            windows = windows[:, :, ::s[0], ::s[1]][:, :, :h, :w]
-            top = np.sort(windows.reshape(n, c, h, w, k[0] * k[1]), axis=-1)
-            return float((top[..., -1] - top[..., -2]).min(initial=np.inf))
-    return np.inf
-
-
-def training_flags(state: Any) -> list[bool]:
-    """The ``training`` field of every record in a state tree, depth first."""
-    if tree.is_leaf(state):
-        return []
-    own = [state.training] if attrs.has(type(state)) and hasattr(state, "training") else []
-    children = (list(state) if isinstance(state, (tuple, list))
-                else [getattr(state, f.name) for f in attrs.fields(type(state))])
-    return own + [flag for child in children for flag in training_flags(child)]
+    params, state, x = draw(layer_examples(
+        layer, sample_shape, mode=case.mode, unique=case.unique_values, dtype=dtype,
+        min_batch=min_batch, max_batch=max_batch))
+    return Example(case, layer, params, state, x)

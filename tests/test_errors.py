@@ -46,6 +46,8 @@ BAD_SHAPES = [
     (fnn.Flatten(), (), "(N, ...)"),
     # the child raises, about the shape it sees: (2, 6) after Flatten
     (fnn.Sequential([fnn.Flatten(), fnn.Linear(4, 2)]), (2, 2, 3), "(N, 4)"),
+    (fnn.GroupNorm(2, 4), (2, 3, 5), "(N, 4, *)"),
+    (fnn.GroupNorm(2, 4), (4,), "(N, 4)"),
 ]
 
 
@@ -99,6 +101,150 @@ def test_integer_input_is_a_type_error(case, data):
             ex.layer.backward(ex.params, cache, np.ones(y.shape, dtype))
 
 
+@ROWS
+@given(data=st.data())
+def test_float16_is_refused_with_one_message(case, data):
+    """One rule for every layer: fnn computes in float32 or float64; float16 (and longdouble)
+    inputs and gradients are a TypeError saying so, never a silently upcast result."""
+    ex = data.draw(examples(case))
+    y, cache = ex.layer.forward(ex.params, ex.state, ex.x)
+    for dtype in (np.float16, np.longdouble):
+        if np.dtype(dtype) == np.float64:  # longdouble is float64 on some platforms
+            continue
+        with pytest.raises(TypeError, match="float32 or float64 input, got dtype"):
+            ex.layer.forward(ex.params, ex.state, ex.x.astype(dtype))
+        with pytest.raises(TypeError, match="float32 or float64 gradient, got dtype"):
+            ex.layer.backward(ex.params, cache, np.ones(y.shape, dtype))
+
+
+# --- params and state against the spec ---------------------------------------------------
+
+def _array_leaf_indices(t: Any) -> list[int]:
+    return [i for i, a in enumerate(tree.leaves(t)) if isinstance(a, np.ndarray)]
+
+
+def _replace_leaf(t: Any, i: int, new: Any) -> Any:
+    leaves = tree.leaves(t)
+    return tree.unflatten(t, leaves[:i] + [new] + leaves[i + 1:])
+
+
+@ROWS
+@given(data=st.data())
+def test_params_and_state_are_checked_against_the_spec(case, data):
+    """Every array leaf of params and state, replaced by one of another shape, an integer
+    array or a list, makes forward raise naming the field (``params.W``, ``state.moving_mean``)
+    and the expected shape, before anything is computed; nothing is mutated."""
+    ex = data.draw(examples(case))
+    for which in ("params", "state"):
+        t = ex.params if which == "params" else ex.state
+        for i in _array_leaf_indices(t):
+            leaf = tree.leaves(t)[i]
+            bad_values = [(np.zeros(leaf.shape + (1,), leaf.dtype), ValueError, "must have shape"),
+                          (np.zeros(leaf.shape, np.int64), TypeError, "float32 or float64"),
+                          (leaf.tolist(), TypeError, "ndarray")]
+            if leaf.ndim:
+                bad_values.append((np.zeros(leaf.shape[:-1] + (leaf.shape[-1] + 1,),
+                                            leaf.dtype), ValueError, "must have shape"))
+            for bad, err, words in bad_values:
+                args = {"params": ex.params, "state": ex.state}
+                args[which] = _replace_leaf(t, i, bad)
+                before = snapshot((ex.params, ex.state, ex.x))
+                with pytest.raises(err, match=rf"{which}[.\[].*{words}"):
+                    ex.layer.forward(args["params"], args["state"], ex.x)
+                assert_unchanged(before, (ex.params, ex.state, ex.x))
+
+
+def test_params_check_examples_from_the_issue():
+    x = np.ones((4, 3))
+    linear = fnn.Linear(3, 2)
+    from fnn.linear import LinearParams
+    with pytest.raises(ValueError, match=r"Linear\(n_in=3, n_out=2\): params\.W must have "
+                                         r"shape \(2, 3\), got \(5, 3\)"):
+        linear.forward(LinearParams(W=np.ones((5, 3)), b=np.ones(5)), (), x)
+    with pytest.raises(ValueError, match=r"params\.b must have shape \(2,\), got \(1,\)"):
+        linear.forward(LinearParams(W=np.ones((2, 3)), b=np.ones(1)), (), x)
+    with pytest.raises(TypeError, match=r"params\.W must be float32 or float64, got dtype int"):
+        linear.forward(LinearParams(W=np.ones((2, 3), int), b=np.ones(2)), (), x)
+    with pytest.raises(TypeError, match=r"params must be a LinearParams, got tuple"):
+        linear.forward((), (), x)
+    # a checkpoint's params used with another spec: caught by the child, named with its index
+    net = fnn.Sequential([fnn.Linear(3, 4), fnn.ReLU(), fnn.Linear(4, 2)])
+    other = fnn.Sequential([fnn.Linear(3, 5), fnn.ReLU(), fnn.Linear(5, 2)])
+    with pytest.raises(ValueError, match="params.W must have shape") as info:
+        net.forward(other.init(0)[0], net.init(0)[1], x)
+    assert "Sequential layer 0" in "".join(info.value.__notes__)
+
+
+# --- empty batches -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("layer, shape", [
+    (fnn.BatchNormalization(3), (0, 3)),
+    (fnn.BatchNorm2d(2), (0, 2, 3, 3)),
+    (fnn.BatchNorm2d(2), (4, 2, 0, 3)),
+])
+def test_batchnorm_refuses_an_empty_training_batch(layer, shape):
+    params, state = layer.init(0)
+    before = snapshot(state)
+    with pytest.raises(ValueError, match="training mode needs"):
+        layer.forward(params, state, np.ones(shape))
+    assert_unchanged(before, state)
+    y, cache = layer.forward(params, fnn.eval_mode(state), np.ones(shape))  # eval: defined
+    assert y.shape == shape and layer.backward(params, cache, y)[0].shape == shape
+
+
+@pytest.mark.parametrize("layer, shape, out", [
+    (fnn.Flatten(), (0, 3, 2), (0, 6)),
+    (fnn.LayerNorm(3), (0, 3), (0, 3)),
+    (fnn.LayerNorm((2, 3)), (0, 5, 2, 3), (0, 5, 2, 3)),
+    (fnn.LayerNorm(3, elementwise_affine=False), (2, 0, 3), (2, 0, 3)),
+    (fnn.Linear(3, 2), (0, 3), (0, 2)),
+    (fnn.SoftMax(), (0, 4), (0, 4)),
+    (fnn.Dropout(0.5), (0, 4), (0, 4)),
+    (fnn.GroupNorm(2, 4), (0, 4, 3), (0, 4, 3)),
+    (fnn.GroupNorm(2, 4, affine=False), (2, 4, 0), (2, 4, 0)),
+])
+def test_empty_batch_gives_an_empty_output(layer, shape, out):
+    params, state = layer.init(0)
+    y, cache = layer.forward(params, state, np.ones(shape))
+    assert y.shape == out == layer.output_shape(shape)
+    dx, dparams = layer.backward(params, cache, np.ones(out))
+    assert dx.shape == shape
+    for g, p in zip(tree.leaves(dparams), tree.leaves(params)):
+        assert g.shape == p.shape and not g.any()
+
+
+# --- outputs the cache keeps are read-only -------------------------------------------------
+
+@pytest.mark.parametrize("layer, shape", [
+    (fnn.SoftMax(), (2, 3)), (fnn.LogSoftMax(), (2, 3)), (fnn.Tanh(), (2, 3)),
+    (fnn.Sigmoid(), (2, 3)), (fnn.BatchNormalization(3), (4, 3)),
+    (fnn.LayerNorm(3, elementwise_affine=False), (2, 3)),
+])
+def test_an_output_the_cache_keeps_cannot_be_changed_in_place(layer, shape):
+    params, state = layer.init(0)
+    x = fnn.generator(0).standard_normal(shape)
+    y, cache = layer.forward(params, state, x)
+    dx = layer.backward(params, cache, np.ones(shape))[0]
+    with pytest.raises(ValueError, match="read-only"):
+        y *= 0
+    np.testing.assert_array_equal(layer.backward(params, cache, np.ones(shape))[0], dx)
+
+
+@pytest.mark.parametrize("layer", [fnn.ReLU(), fnn.LeakyReLU(), fnn.ELU(), fnn.SoftPlus(),
+                                   fnn.Tanh(), fnn.Sigmoid(), fnn.GELU(), fnn.Identity(),
+                                   fnn.Dropout(0.3)])
+def test_zero_d_input_to_an_elementwise_layer(layer):
+    params, state = layer.init(0)
+    for value in (-1.5, 2.0):
+        x = np.array(value)
+        y, cache = layer.forward(params, fnn.eval_mode(state), x)
+        assert isinstance(y, np.ndarray) and y.shape == () and y.dtype == x.dtype
+        expected, _ = layer.forward(params, fnn.eval_mode(state), x.reshape(1))
+        assert y == expected[0]
+        dx, _ = layer.backward(params, cache, np.array(1.0))
+        assert isinstance(dx, np.ndarray) and dx.shape == ()
+
+
 # --- invalid hyperparameters -----------------------------------------------------------------
 
 BAD_HYPER = [
@@ -133,6 +279,10 @@ BAD_HYPER = [
     ("Adam", lambda: fnn.Adam(beta2=-0.5)),
     ("Adam", lambda: fnn.Adam(epsilon=-1e-8)),
     ("Adam", lambda: fnn.Adam(learning_rate=True)),
+    ("GroupNorm", lambda: fnn.GroupNorm(2, 3)),
+    ("GroupNorm", lambda: fnn.GroupNorm(0, 3)),
+    ("GroupNorm", lambda: fnn.GroupNorm(1, 3, eps=-1e-5)),
+    ("GroupNorm", lambda: fnn.GroupNorm(1, 3, affine=1)),
 ]
 
 
@@ -150,3 +300,12 @@ def test_valid_edge_hyperparameters():
     fnn.MaxPool2d(1)
     fnn.SGDMomentum(learning_rate=0.0)
     fnn.Linear(np.int64(2), 3)
+
+
+def test_groupnorm_output_shape():
+    layer = fnn.GroupNorm(2, 4)
+    assert layer.output_shape((3, 4)) == (3, 4) and layer.output_shape((1, 4, 2, 5)) == (1, 4, 2, 5)
+    for bad, expected in (((3,), r"\(N, 4\)"), ((3, 5, 2), r"\(N, 4, \*\)")):
+        with pytest.raises(ValueError, match=r"GroupNorm\(num_groups=2, num_channels=4\): "
+                                             r"expected input of shape " + expected):
+            layer.output_shape(bad)

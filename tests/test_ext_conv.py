@@ -18,6 +18,7 @@ import scipy.signal
 
 import fnn
 from fnn import tree
+from fnn._kernels import conv_flat, conv_im2col, pool
 from fnn.conv import ConvParams, ConvParamsNoBias
 from fnn.core import split_key
 
@@ -257,32 +258,32 @@ def test_the_tuned_classic_kernel_equals_the_general_one(k, bias):
     """Explicit padding k//2 (and "valid" for k = 1) takes the tuned path, like the default;
     the general im2col computes the same."""
     layer = fnn.Conv2d(3, 4, k, padding=k // 2, bias=bias)
-    assert layer._classic() and fnn.Conv2d(3, 4, k)._classic()
-    assert fnn.Conv2d(3, 4, 1, padding="valid")._classic()
-    assert not fnn.Conv2d(3, 4, k, padding=k // 2 + 1)._classic()
+    assert layer._tuned() and fnn.Conv2d(3, 4, k)._tuned()
+    assert fnn.Conv2d(3, 4, 1, padding="valid")._tuned()
+    assert not fnn.Conv2d(3, 4, k, padding=k // 2 + 1)._tuned()
+    assert not fnn.Conv1d(3, 4, k, padding=k // 2)._tuned() or k == 1
     params, _ = layer.init(k)
     x = normal((5, 3, 6, 7))
     dy = normal((5, 4, 6, 7), 1)
-    y, cache = layer._forward_flat(params, (), x)
-    y2, cache2 = layer._forward_general(params, (), x)
-    np.testing.assert_allclose(y, y2, **CLOSE)
-    dx, dparams = layer._backward_flat(params, cache, dy)
-    dx2, dparams2 = layer._backward_general(params, cache2, dy)
-    np.testing.assert_allclose(dx, dx2, **CLOSE)
-    tree.map(lambda a, b: np.testing.assert_allclose(a, b, **CLOSE), dparams, dparams2)
+    window = layer.window()
+    np.testing.assert_allclose(conv_flat.forward(x, params.W, None),
+                               conv_im2col.forward(x, params.W, window, 1), **CLOSE)
+    for a, b in zip(conv_flat.backward(x, params.W, dy),
+                    conv_im2col.backward(x, params.W, dy, window, 1)):
+        np.testing.assert_allclose(a, b, **CLOSE)
 
 
 def test_the_tuned_maxpool_kernel_equals_the_general_one():
-    pool = fnn.MaxPool2d(3)
+    window = fnn.MaxPool2d(3).window()
     x = normal((2, 3, 6, 9))
     dy = normal((2, 3, 2, 3), 1)
-    assert pool._classic(x.shape) and not pool._classic((2, 3, 7, 9))
-    y, cache = pool.forward((), (), x)
-    y2, cache2 = pool._forward_general((), x)
+    assert pool.tiles(window, x.shape) and not pool.tiles(window, (2, 3, 7, 9))
+    y, argmax = pool.max_tiled(x, 3)
+    y2, argmax2 = pool.max_general(x, window, (2, 3))
     np.testing.assert_array_equal(y, y2)
-    np.testing.assert_array_equal(cache.argmax, cache2.argmax)
-    np.testing.assert_array_equal(pool.backward((), cache, dy)[0],
-                                  pool._backward_general(cache2, dy))
+    np.testing.assert_array_equal(argmax, argmax2)
+    np.testing.assert_array_equal(pool.max_tiled_backward(argmax, dy, x.shape, 3),
+                                  pool.max_general_backward(argmax2, dy, x.shape, window))
 
 
 # --- bias=False through the rest of fnn -----------------------------------------------------------

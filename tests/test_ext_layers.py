@@ -307,7 +307,10 @@ def test_repr_shows_required_and_changed_options_only():
     assert (repr(fnn.BatchNorm2d(3, alpha=0.9, affine=True))
             == "BatchNorm2d(n_channels=3, alpha=0.9, affine=True)")
     assert repr(fnn.LayerNorm(5, eps=1e-3)) == "LayerNorm(normalized_shape=(5,), eps=0.001)"
-    assert repr(fnn.GELU()) == "GELU(approximate='none')"
+    # one policy for every spec: defaults hidden everywhere
+    assert repr(fnn.GELU()) == "GELU()"
+    assert repr(fnn.GELU("tanh")) == "GELU(approximate='tanh')"
+    assert repr(fnn.LeakyReLU()) == "LeakyReLU()" and repr(fnn.Dropout(0.2)) == "Dropout(p=0.2)"
     assert repr(fnn.Residual(fnn.Tanh())) == "Residual(layer=Tanh())"
 
 
@@ -321,6 +324,9 @@ BAD_HYPER = [
     ("GELU", lambda: fnn.GELU("erf")),
     ("BatchNormalization", lambda: fnn.BatchNormalization(3, eps=-1e-5)),
     ("BatchNormalization", lambda: fnn.BatchNormalization(3, eps=float("nan"))),
+    ("BatchNormalization", lambda: fnn.BatchNormalization(3, eps=0.0)),
+    ("BatchNorm2d", lambda: fnn.BatchNorm2d(2, eps=0)),
+    ("LayerNorm", lambda: fnn.LayerNorm(2, eps=0.0)),
     ("BatchNorm2d", lambda: fnn.BatchNorm2d(0)),
     ("BatchNorm2d", lambda: fnn.BatchNorm2d(2, alpha=1.5)),
     ("BatchNorm2d", lambda: fnn.BatchNorm2d(2, affine=1)),

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fnn
+from fnn.activations import log_softmax
 from fnn.testing import check_loss_gradients, read_only
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -42,10 +43,11 @@ class SumOf:
 def class_problems(draw: st.DrawFn, cls: type = fnn.CrossEntropy, dtype: Any = np.float64
                    ) -> tuple[Any, np.ndarray, np.ndarray]:
     """CrossEntropy (labels, probabilities or one-hot; weight, smoothing, ignore_index) or
-    NLLLoss (labels on log-probabilities) with a drawn reduction."""
-    n, c = draw(st.integers(1, 4)), draw(st.integers(2, 5))
-    y = input_values(draw, (n, c))
-    labels = draw(hnp.arrays(np.int64, n, elements=st.integers(0, c - 1)))
+    NLLLoss (labels on log-probabilities) with a drawn reduction, on (N, C) or (N, T, C)."""
+    lead = draw(st.sampled_from([(draw(st.integers(1, 4)),), (2, 3), (1, 2)]))
+    c = draw(st.integers(2, 5))
+    y = input_values(draw, (*lead, c))
+    labels = draw(hnp.arrays(np.int64, lead, elements=st.integers(0, c - 1)))
     kw: dict[str, Any] = dict(reduction=draw(st.sampled_from(REDUCTIONS)))
     if draw(st.booleans()):
         kw["weight"] = draw(st.lists(st.floats(0.25, 3.0), min_size=c, max_size=c))
@@ -53,13 +55,13 @@ def class_problems(draw: st.DrawFn, cls: type = fnn.CrossEntropy, dtype: Any = n
     if cls is fnn.CrossEntropy:
         kw["label_smoothing"] = draw(st.sampled_from([0.0, 0.1, 0.5]))
     else:
-        y = fnn.LogSoftMax().forward((), (), y)[0]
-    if kind == "labels" and np.any(labels != labels[0]) and draw(st.booleans()):
-        kw["ignore_index"] = int(labels[0])  # some rows ignored, not all
+        y = log_softmax(y)
+    if kind == "labels" and np.any(labels != labels.flat[0]) and draw(st.booleans()):
+        kw["ignore_index"] = int(labels.flat[0])  # some rows ignored, not all
     target = labels
     if kind == "probs":
-        q = np.exp(input_values(draw, (n, c)))
-        target = q / q.sum(axis=1, keepdims=True)
+        q = np.exp(input_values(draw, y.shape))
+        target = q / q.sum(axis=-1, keepdims=True)
     return cls(**kw), y.astype(dtype), (target.astype(dtype) if kind == "probs" else target)
 
 
@@ -161,10 +163,11 @@ def test_dtype_preserved(dtype, data):
     loss, cache = crit.forward(y, t)
     assert loss.dtype == dtype
     per_row = isinstance(crit, (fnn.CrossEntropy, fnn.NLLLoss))
-    expected = () if crit.reduction != "none" else y.shape[:1] if per_row else y.shape
+    expected = () if crit.reduction != "none" else y.shape[:-1] if per_row else y.shape
     assert np.shape(loss) == expected
-    dloss = None if crit.reduction != "none" else np.ones(np.shape(loss), np.float64)
+    dloss = 1.0 if crit.reduction != "none" else np.ones(np.shape(loss), np.float64)
     assert crit.backward(cache, dloss).dtype == dtype
+    assert crit.backward(cache).dtype == dtype
 
 
 @given(problem=problems())
@@ -187,10 +190,10 @@ def test_one_hot_targets_equal_labels_for_sum_and_none(problem):
     """Smoothing and weights give the same per-row loss for a label and its one-hot row (the
     means differ: labels divide by Σ w[t], probabilities by N, as in torch)."""
     crit, y, t = problem
-    if t.ndim != 1 or crit.ignore_index is not None:
+    if t.ndim != y.ndim - 1 or crit.ignore_index is not None:
         return
     crit = attrs.evolve(crit, reduction="none")
-    onehot = np.eye(y.shape[1], dtype=np.int64)[t]
+    onehot = np.eye(y.shape[-1], dtype=np.int64)[t]
     loss_labels, cache_labels = crit.forward(y, t)
     loss_onehot, cache_onehot = crit.forward(y, onehot)
     np.testing.assert_allclose(loss_onehot, loss_labels, rtol=1e-14, atol=1e-15)
@@ -257,6 +260,20 @@ def test_stable_for_huge_logits(dtype):
      "pos_weight has 2 entries"),
     (fnn.L1(), np.zeros((2, 3)), np.zeros((3, 2)), ValueError, r"\(2, 3\)"),
     (fnn.Huber(), np.zeros((2, 3)), np.array([["a"] * 3] * 2), TypeError, "numeric target"),
+    # sequences (N, T, C): labels (N, T), probabilities (N, T, C)
+    (fnn.CrossEntropy(), np.zeros((2, 4, 3)), np.zeros((2, 5), np.int64), ValueError,
+     r"expected target of shape \(2, 4\), got shape \(2, 5\)"),
+    (fnn.NLLLoss(), np.zeros((2, 4, 3)), np.zeros((2, 4, 3), np.int64), ValueError,
+     r"expected target of shape \(2, 4\)"),
+    (fnn.CrossEntropy(), np.zeros((2, 4, 3)), np.zeros((2, 4)), TypeError,
+     r"class-index targets \(2, 4\) must be integers, got dtype float64"),
+    (fnn.CrossEntropy(), np.zeros((2, 4, 3)), np.zeros((2, 4, 2)), ValueError,
+     r"expected target of shape \(2, 4, 3\)"),
+    (fnn.NLLLoss(), np.zeros((2, 4, 3)), np.full((2, 4), 3), ValueError, "class index 3 out"),
+    (fnn.NLLLoss(), np.zeros(3), np.array(1), ValueError, r"\(N, C\) or \(N, T, C\)"),
+    (fnn.CrossEntropy(), np.zeros((2, 3), np.float16).astype(object), np.array([0, 1]),
+     TypeError, "floating-point input"),
+    (fnn.CrossEntropy(), np.zeros((2, 3)), np.full((2, 3), "a"), TypeError, "numeric target"),
 ])
 def test_input_errors_name_the_criterion(crit, y, t, error, match):
     with pytest.raises(error, match=match) as info:
@@ -265,13 +282,20 @@ def test_input_errors_name_the_criterion(crit, y, t, error, match):
 
 
 @pytest.mark.parametrize("crit", [fnn.CrossEntropy(reduction="none"), fnn.L1(reduction="none"),
-                                  fnn.CrossEntropy(), fnn.Huber(reduction="sum")])
-def test_dloss_shape_checked(crit):
-    _, cache = crit.forward(np.zeros((2, 3)), np.array([0, 1]) if isinstance(
-        crit, fnn.CrossEntropy) else np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="dloss") as info:
-        crit.backward(cache, np.ones(5))
-    assert repr(crit) in str(info.value)
+                                  fnn.CrossEntropy(), fnn.Huber(reduction="sum"),
+                                  fnn.NLLLoss(reduction="none")])
+@pytest.mark.parametrize("shape", [(2, 3), (2, 4, 3)])
+def test_dloss_shape_checked(crit, shape):
+    class_loss = isinstance(crit, fnn.CrossEntropy | fnn.NLLLoss)
+    loss, cache = crit.forward(np.zeros(shape), np.zeros(shape[:-1], np.int64) if class_loss
+                               else np.zeros(shape))
+    for bad in [np.ones(5), np.ones((*np.shape(loss), 1))]:
+        with pytest.raises(ValueError, match="dloss") as info:
+            crit.backward(cache, bad)
+        assert repr(crit) in str(info.value) and str(np.shape(loss)) in str(info.value)
+    with pytest.raises(TypeError, match="floating-point dloss"):
+        crit.backward(cache, None)
+    assert crit.backward(cache, 2).shape == shape  # a real scalar broadcasts, also for "none"
 
 
 @pytest.mark.parametrize("make", [
@@ -310,3 +334,18 @@ def test_train_step_and_fit_with_cross_entropy():
     result = fnn.fit(net, fnn.CrossEntropy(), opt, params, state, opt.init(params), x, labels,
                      epochs=3, batch_size=4, key=0)
     assert result.history["loss"][-1] < result.history["loss"][0]
+
+
+@pytest.mark.parametrize("crit", [fnn.MSECriterion(), fnn.ClassNLLCriterion(), fnn.L1(),
+                                  fnn.CrossEntropy(), fnn.NLLLoss()])
+def test_backward_given_something_else_than_the_cache(crit):
+    """backward(loss) or another criterion's cache: a TypeError naming the criterion."""
+    class_loss = isinstance(crit, fnn.CrossEntropy | fnn.NLLLoss)
+    loss, _ = crit.forward(np.zeros((2, 3)), np.zeros(2, np.int64) if class_loss
+                           else np.eye(3)[[0, 1]])
+    other = fnn.L1() if class_loss else fnn.CrossEntropy()
+    _, other_cache = other.forward(np.zeros((2, 3)), np.eye(3)[[0, 1]])
+    for bad in [loss, other_cache, None]:
+        with pytest.raises(TypeError, match="backward expects the .*Cache that forward") as info:
+            crit.backward(bad)
+        assert repr(crit) in str(info.value)

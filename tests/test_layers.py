@@ -1,5 +1,6 @@
 """Generic checks on every row of the layer table (tests/cases.py), then the semantics of single
-layers (modes, Dropout keys, BatchNorm statistics, numerics, known answers), then fnn.testing."""
+layers (modes, Dropout keys, BatchNorm statistics, numerics, known answers). fnn.testing's
+own tests (it catches broken layers) are in tests/test_testing.py."""
 
 from __future__ import annotations
 
@@ -10,21 +11,24 @@ import numpy as np
 import pytest
 import scipy.signal
 import scipy.special
-from cases import (
-    CASE_IDS,
-    CASES,
-    examples,
-    input_values,
-    kink_distance,
-    output_shape,
-    training_flags,
-)
+from cases import CASE_IDS, CASES, examples, input_values
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import fnn
 from fnn import tree
-from fnn.testing import check_gradients, check_purity
+from fnn.testing import (
+    KINK_MARGIN,
+    check_backward_params,
+    check_batch_consistency,
+    check_dtypes,
+    check_gradients,
+    check_modes,
+    check_purity,
+    check_shapes,
+    kink_distance,
+)
+from fnn.testing.strategies import keys
 
 ROWS = pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 UNCOUPLED = [case for case in CASES if not case.batch_coupled]
@@ -35,39 +39,21 @@ def float_leaves(t: Any) -> list[np.ndarray]:
             and np.issubdtype(a.dtype, np.floating)]
 
 
-def run(ex: Any) -> tuple[np.ndarray, Any, np.ndarray, Any, np.ndarray]:
-    """Forward, then backward with a standard normal dy: (y, cache, dy, dx, dparams)."""
-    y, cache = ex.layer.forward(ex.params, ex.state, ex.x)
-    dy = fnn.generator(1).standard_normal(y.shape).astype(y.dtype)
-    dx, dparams = ex.layer.backward(ex.params, cache, dy)
-    return y, cache, dy, dx, dparams
-
-
-# --- the generic checks, one per acceptance item, each on every row ---------------------------
+# --- the generic checks, one per acceptance item, each on every row: the public fnn.testing
+# functions that fnn.testing.check_layer runs on a user's layer ----------------------------
 
 @ROWS
 @given(data=st.data())
 def test_shapes_and_records(case, data):
     ex = data.draw(examples(case))
-    y, cache, _, dx, dparams = run(ex)
-    assert y.shape == output_shape(ex.layer, ex.x.shape)
-    assert dx.shape == ex.x.shape
-    # dparams: the params' record types all the way down (tree.map raises on a structure
-    # mismatch), leaf for leaf of the same shape
-    tree.map(lambda p, g: p, ex.params, dparams)
-    assert [g.shape for g in tree.leaves(dparams)] == [p.shape for p in tree.leaves(ex.params)]
-    assert hasattr(cache, "state")
-    tree.map(lambda a, b: a, ex.state, cache.state)
+    check_shapes(ex.layer, ex.params, ex.state, ex.x)
 
 
 @ROWS
 @given(data=st.data())
 def test_init_returns_training_mode(case, data):
     layer, _ = case.setup(data.draw)
-    _, state = layer.init(data.draw(st.integers(0, 2**32 - 1)))
-    assert all(training_flags(state))
-    assert not any(training_flags(fnn.eval_mode(state)))
-    assert all(training_flags(fnn.train_mode(fnn.eval_mode(state))))
+    check_modes(layer, data.draw(keys()))
 
 
 @ROWS
@@ -80,15 +66,8 @@ def test_purity(case, data):
 @ROWS
 @given(data=st.data())
 def test_dtype_preserved(case, data):
-    """float32 in (x, params, state) -> float32 y, dx, dparams and new state; float64 likewise."""
     ex = data.draw(examples(case))
-    for dtype in (np.float32, np.float64):
-        y, cache, _, dx, dparams = run(attrs.evolve(
-            ex, params=tree.cast(ex.params, dtype), state=tree.cast(ex.state, dtype),
-            x=ex.x.astype(dtype)))
-        assert y.dtype == dtype and dx.dtype == dtype
-        for a in float_leaves((dparams, cache.state)):
-            assert a.dtype == dtype
+    check_dtypes(ex.layer, ex.params, ex.state, ex.x)
 
 
 @ROWS
@@ -96,27 +75,16 @@ def test_dtype_preserved(case, data):
 def test_gradients_float64(case, data):
     ex = data.draw(examples(case))
     # central differences with step 1e-6 straddle no kink (ReLU at 0, a tie in a pool window)
-    assume(kink_distance(ex.layer, ex.params, ex.state, ex.x) > 1e-5)
+    assume(kink_distance(ex.layer, ex.params, ex.state, ex.x) > KINK_MARGIN)
     check_gradients(ex.layer, ex.params, ex.state, ex.x)
 
 
 @pytest.mark.parametrize("case", UNCOUPLED, ids=[c.name for c in UNCOUPLED])
 @given(data=st.data())
 def test_batch_consistency(case, data):
-    """forward of a batch == concatenation of the forwards of its two parts, and the same for
-    backward (dx and the sum of the parts' dparams)."""
     ex = data.draw(examples(case, min_batch=2, max_batch=4))
     cut = data.draw(st.integers(1, ex.x.shape[0] - 1))
-    y, _, dy, dx, dparams = run(ex)
-    parts = []
-    for rows in (slice(None, cut), slice(cut, None)):
-        y_part, cache = ex.layer.forward(ex.params, ex.state, ex.x[rows])
-        parts.append((y_part, *ex.layer.backward(ex.params, cache, dy[rows])))
-    close = dict(rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(y, np.concatenate([p[0] for p in parts]), **close)
-    np.testing.assert_allclose(dx, np.concatenate([p[1] for p in parts]), **close)
-    tree.map(lambda g, a, b: np.testing.assert_allclose(g, a + b, **close),
-             dparams, parts[0][2], parts[1][2])
+    check_batch_consistency(ex.layer, ex.params, ex.state, ex.x, cut)
 
 
 # --- Dropout --------------------------------------------------------------------------------
@@ -306,73 +274,13 @@ def test_numpy_scalar_hyperparameters_do_not_upcast(make):
     assert all(a.dtype == np.float32 for a in float_leaves(cache.state))
 
 
-# --- fnn.testing catches broken layers -------------------------------------------------------
+# --- backward_params: the dparams without the input gradient ----------------------------------
 
-@attrs.frozen
-class Square(fnn.Layer):
-    """y = x^2 with a configurable backward; ``how`` picks the way it is broken."""
-
-    how: str = "ok"
-
-    def forward(self, params, state, x):
-        if self.how == "mutates":
-            x *= 1.0  # even a write that leaves the values alone is caught: inputs are read-only
-        if self.how == "writes-back":
-            x.flags.writeable = True
-            np.clip(x, -1.0, 1.0, out=x)  # idempotent: both forwards agree, x is changed
-        if self.how == "aliases":
-            return x, Cache(x=x, state=state)
-        y = x * x
-        if self.how == "nondeterministic":
-            y = y + np.random.default_rng().random()
-        return y, Cache(x=x, state=state)
-
-    def backward(self, params, cache, dy):
-        if self.how == "wrong-backward":
-            return dy * cache.x, ()
-        if self.how == "backward-alias":
-            return dy, ()
-        return 2 * cache.x * dy, ()
-
-
-@attrs.frozen
-class Cache:
-    x: np.ndarray
-    state: Any = ()
-
-
-@attrs.frozen
-class BadParamGrad(fnn.Layer):
-    """y = w * x with dw off by a factor 2."""
-
-    def init(self, key=0):
-        return np.array([1.5]), ()
-
-    def forward(self, params, state, x):
-        return params * x, Cache(x=x, state=state)
-
-    def backward(self, params, cache, dy):
-        return params * dy, 2 * np.sum(cache.x * dy, keepdims=True).reshape(1)
-
-
-X = np.array([[0.5, -1.5, 2.0]])
-
-
-def test_check_gradients_accepts_correct_layer():
-    assert set(check_gradients(Square(), (), (), X)) == {"dx"}
-    check_purity(Square(), (), (), X)
-
-
-def test_check_gradients_catches_wrong_backward():
-    with pytest.raises(AssertionError, match="dx"):
-        check_gradients(Square("wrong-backward"), (), (), X)
-    with pytest.raises(AssertionError, match="params leaf 0"):
-        check_gradients(BadParamGrad(), np.array([1.5]), (), X)
-
-
-@pytest.mark.parametrize("how, message", [
-    ("mutates", "read-only"), ("writes-back", "changed"), ("aliases", "y shares memory"),
-    ("backward-alias", "dx shares memory"), ("nondeterministic", "differ")])
-def test_check_purity_catches_impure_layers(how, message):
-    with pytest.raises(AssertionError, match=message):
-        check_purity(Square(how), (), (), X)
+@ROWS
+@given(data=st.data())
+def test_backward_params_equals_backward_dparams(case, data):
+    """What a training step calls on its first layer gives the same bits as backward's
+    dparams, for every row (Linear, Conv2d, Sequential and Residual skip dx; the rest use
+    the default)."""
+    ex = data.draw(examples(case))
+    check_backward_params(ex.layer, ex.params, ex.state, ex.x)

@@ -131,3 +131,53 @@ def test_unstable_nll_eps_option():
                                [[-10.0, 0.0]])
     with pytest.raises(ValueError, match="ClassNLLCriterionUnstable"):
         fnn.ClassNLLCriterionUnstable(eps=0.7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nll_finite_with_minus_inf_in_a_non_target_class(dtype):
+    """A masked class (log-probability −inf, target 0) gives the finite loss of the target
+    entries (torch.nn.NLLLoss does too), not 0 · (−inf) = nan."""
+    logp = np.array([[-np.inf, -0.25, -1.5], [-0.5, -np.inf, -1.0]], dtype)
+    onehot = np.array([[0, 1, 0], [1, 0, 0]], dtype)
+    loss, cache = fnn.ClassNLLCriterion().forward(logp, onehot)
+    assert loss.dtype == dtype and loss == dtype((0.25 + 0.5) / 2)
+    np.testing.assert_array_equal(fnn.ClassNLLCriterion().backward(cache), -onehot / 2)
+    soft = np.array([[0, 0.5, 0.5], [1, 0, 0]], dtype)  # soft targets: the t ≠ 0 entries
+    assert fnn.ClassNLLCriterion().forward(logp, soft)[0] == dtype((0.125 + 0.75 + 0.5) / 2)
+    assert np.isinf(fnn.ClassNLLCriterion().forward(logp, soft[::-1])[0])  # a target at −inf
+
+
+@pytest.mark.parametrize("criterion", CRITERIA, ids=IDS)
+@given(data=st.data(), dloss=st.floats(-2.0, 2.0))
+def test_backward_takes_dloss(criterion, data, dloss):
+    """backward(cache, dloss=1.0): the gradient of dloss · loss, as the PyTorch-style ones."""
+    y, t = data.draw(problems(criterion))
+    cache = criterion.forward(y, t)[1]
+    np.testing.assert_array_equal(criterion.backward(cache, 1.0), criterion.backward(cache))
+    np.testing.assert_allclose(criterion.backward(cache, dloss),
+                               dloss * criterion.backward(cache), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(criterion.backward(cache, np.float32(dloss)),
+                               np.float32(dloss) * criterion.backward(cache), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("criterion", CRITERIA, ids=IDS)
+@pytest.mark.parametrize("dloss, error, match", [
+    (np.ones(2), ValueError, r"dloss of shape \(\)"),
+    (np.ones((1, 1)), ValueError, r"dloss of shape \(\)"),
+    ("1", TypeError, "floating-point dloss"),
+    (None, TypeError, "floating-point dloss"),
+])
+def test_bad_dloss_named(criterion, dloss, error, match):
+    _, cache = criterion.forward(np.full((2, 3), 0.5), np.eye(3)[[0, 2]])
+    with pytest.raises(error, match=match) as info:
+        criterion.backward(cache, dloss)
+    assert repr(criterion) in str(info.value)
+
+
+@pytest.mark.parametrize("criterion", CRITERIA, ids=IDS)
+@pytest.mark.parametrize("target", [np.array([["a"] * 3] * 2), np.full((2, 3), 1 + 1j),
+                                    np.full((2, 3), None)])
+def test_non_numeric_target_named(criterion, target):
+    with pytest.raises(TypeError, match="numeric target") as info:
+        criterion.forward(np.full((2, 3), 0.5), target)
+    assert repr(criterion) in str(info.value)

@@ -249,10 +249,10 @@ def test_wrong_gradient_params_and_dtype_raise():
     with pytest.raises(ValueError, match=r"expected gradient of shape \(2, 4, 2\), got shape "
                                          r"\(2, 4, 3\)"):
         layer.backward(params, cache, np.zeros((2, 4, 3)))
-    with pytest.raises(ValueError, match=r"GRU\(input_size=3, hidden_size=2\): expected "
-                                         r"params.W_ih of shape \(6, 3\), got shape \(8, 3\)"):
+    with pytest.raises(ValueError, match=r"GRU\(input_size=3, hidden_size=2\): params.W_ih "
+                                         r"must have shape \(6, 3\), got \(8, 3\)"):
         fnn.GRU(3, 2).forward(fnn.LSTM(3, 2).init(0)[0], (), x)
-    with pytest.raises(ValueError, match="expected RecurrentParams, got tuple"):
+    with pytest.raises(TypeError, match="params must be a RecurrentParams, got tuple"):
         layer.forward((), (), x)
     with pytest.raises(TypeError, match="expected a floating-point input, got dtype int64"):
         layer.forward(params, (), np.zeros((2, 4, 3), np.int64))

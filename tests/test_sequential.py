@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fnn
+from fnn import tree
 from fnn.dropout import DropoutState
 from fnn.linear import LinearParams
 from fnn.normalization import BatchNormState
@@ -119,3 +120,71 @@ def test_params_and_state_must_be_tuples_one_per_layer(params, state):
     net = fnn.Sequential([fnn.ReLU(), fnn.ReLU()])
     with pytest.raises(ValueError, match="one per layer"):
         net.forward(params, state, np.ones((1, 2)))
+
+
+# --- shapes without arrays: output_shape, param_shapes, init(input_shape), summary, repr ------
+
+def _net() -> fnn.Sequential:
+    return fnn.Sequential([fnn.Linear(6, 8), fnn.BatchNormalization(8), fnn.ReLU(),
+                           fnn.Sequential([fnn.Dropout(0.1), fnn.Linear(8, 3)]),
+                           fnn.Residual(fnn.Linear(3, 3)), fnn.LogSoftMax()])
+
+
+def test_output_and_param_shapes_match_init_and_forward():
+    net = _net()
+    params, state = net.init(0)
+    assert net.output_shape((5, 6)) == net.forward(params, state, np.ones((5, 6)))[0].shape
+    shapes = net.param_shapes()
+    assert [(s.shape, s.dtype) for s in tree.leaves(shapes)] == \
+        [(p.shape, p.dtype.name) for p in tree.leaves(params)]
+    state_arrays = [s for s in tree.leaves(state) if isinstance(s, np.ndarray)]
+    assert [(s.shape, s.dtype) for s in tree.leaves(net.state_shapes())
+            if isinstance(s, fnn.core.ShapeDtype)] == \
+        [(a.shape, a.dtype.name) for a in state_arrays]
+    assert repr(shapes[0]) == "LinearParams(W=float64[8, 6], b=float64[8])"
+
+
+def test_init_checks_the_chain_against_an_input_shape():
+    net = _net()
+    assert net.init(0, input_shape=(2, 6))[0] is not None
+    with pytest.raises(ValueError, match=r"Linear\(n_in=6, n_out=8\): expected input of shape "
+                                         r"\(N, 6\), got shape \(2, 7\)") as info:
+        net.init(0, input_shape=(2, 7))
+    assert "Sequential layer 0" in info.value.__notes__[0]
+    bad = fnn.Sequential([fnn.Linear(6, 8), fnn.ReLU(), fnn.Linear(9, 2)])
+    with pytest.raises(ValueError, match=r"Linear\(n_in=9, n_out=2\)") as info:
+        bad.init(0, input_shape=(None, 6))
+    assert "Sequential layer 2" in info.value.__notes__[0]
+
+
+def test_multi_line_repr_one_child_per_line():
+    assert repr(fnn.Sequential([fnn.Linear(2, 3), fnn.Sequential([fnn.ReLU()])])) == (
+        "Sequential([\n  Linear(n_in=2, n_out=3),\n  Sequential([\n    ReLU(),\n  ]),\n])")
+    assert repr(fnn.Sequential([])) == "Sequential([])"
+
+
+def test_summary_table():
+    text = fnn.summary(_net(), (None, 6), print_fn=None)
+    lines = text.splitlines()
+    assert lines[0].split() == ["layer", "output", "shape", "params", "state"]
+    assert any(line.split()[:1] == ["Linear(n_in=6,"] and line.endswith("56      0")
+               for line in lines)
+    assert "BatchNormalization(n_features=8)" in text and "(None, 8)" in text
+    assert lines[-1] == "total params: 95   state values: 16"  # 6*8+8 + 8*3+3 + 3*3+3
+    printed = []
+    assert fnn.summary(_net(), (1, 6), print_fn=printed.append) == printed[0]
+    with pytest.raises(ValueError, match="expected input of shape"):
+        fnn.summary(_net(), (1, 5), print_fn=None)
+
+
+def test_residual_errors_name_the_residual_and_the_inner_layer():
+    res = fnn.Residual(fnn.Linear(3, 4))
+    params, state = res.init(0)
+    with pytest.raises(ValueError, match=r"Residual\(layer=Linear\(n_in=3, n_out=4\)\).*"
+                                         r"maps input of shape \(2, 3\) to shape \(2, 4\)"):
+        res.forward(params, state, np.ones((2, 3)))
+    with pytest.raises(ValueError, match="Residual"):
+        res.output_shape((2, 3))
+    with pytest.raises(ValueError, match=r"Linear\(n_in=3, n_out=4\): expected input") as info:
+        res.forward(params, state, np.ones((2, 5)))
+    assert "Residual" in info.value.__notes__[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,33 +44,34 @@ F = torch.nn.functional
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1.3e-6, atol=1e-5)}
 
 
-def conv(c_in: int, c_out: int, kernel_size, groups: int = 1, **options) -> Case:
-    """fnn.Conv2d(G * c_in, G * c_out * m, kernel_size, groups=G, **options) (c_in, c_out: the
-    channels per group, m a random multiplier in 1..2) against F.conv2d with the same
-    hyperparameters (torch reads padding "same"/"valid", ints and pairs alike), on random
-    image sizes that fit."""
+def conv(c_in: int, c_out: int, kernel_size, groups: int = 1, layer_cls=fnn.Conv2d,
+         ref_fn=F.conv2d, **options) -> Case:
+    """layer_cls(G * c_in, G * c_out * m, kernel_size, groups=G, **options) (c_in, c_out: the
+    channels per group, m a random multiplier in 1..2) against ref_fn (F.conv2d, F.conv1d)
+    with the same hyperparameters (torch reads padding "same"/"valid", ints and tuples alike),
+    on random input sizes that fit."""
 
     def case(dtype: type, rng: np.random.Generator, n: int) -> Compared:
         (m,) = dims(rng, (1, 2))
-        layer = fnn.Conv2d(groups * c_in, groups * c_out * m, kernel_size, groups=groups,
-                           **options)
+        layer = layer_cls(groups * c_in, groups * c_out * m, kernel_size, groups=groups,
+                          **options)
         x = rng.standard_normal((n, layer.in_channels, *_fitting(layer, rng))).astype(dtype)
         stride, padding, dilation = layer.stride, layer.padding, layer.dilation
 
         def ref(x, w, b=None):
-            return F.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation,
-                            groups=groups)
+            return ref_fn(x, w, b, stride=stride, padding=padding, dilation=dilation,
+                          groups=groups)
 
         return versus(layer, *init(layer, dtype, rng), x, ref, rng)[0]
 
     return case
 
 
-def _fitting(layer: fnn.Conv2d, rng: np.random.Generator) -> tuple[int, int]:
-    """An image size (H, W) between the smallest one that gives an output and 7 more."""
-    k, d = fnn.conv.pair(layer.kernel_size), fnn.conv.pair(layer.dilation)
+def _fitting(layer: Any, rng: np.random.Generator) -> tuple[int, ...]:
+    """Input sizes ((H, W) or (L,)) between the smallest that give an output and 7 more."""
+    w = layer.window()
     return tuple(max(1, di * (ki - 1) + 1 - 2 * pi) + int(rng.integers(0, 8))
-                 for ki, di, pi in zip(k, d, layer.pads()))
+                 for ki, di, pi in zip(w.kernel, w.dilation, w.padding))
 
 
 def case_conv_torch_init(dtype: type, rng: np.random.Generator, n: int) -> Compared:
@@ -98,11 +100,11 @@ def distinct(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> n
 
 def pool(layer_cls, ref_fn, kernel_size, stride=None, padding=0, ties: bool = False) -> Case:
     """layer_cls(kernel_size, stride, padding) against ref_fn(x, kernel_size, stride, padding)
-    on distinct values, or (``ties``) values in {0, 1}, on random image sizes that fit."""
+    on distinct values, or (``ties``) values in {0, 1}, on random input sizes that fit."""
 
     def case(dtype: type, rng: np.random.Generator, n: int) -> Compared:
         layer = layer_cls(kernel_size, stride, padding)
-        k, p = fnn.conv.pair(kernel_size), fnn.conv.pair(padding)
+        k, p = layer.window().kernel, layer.window().padding
         c, *hw = dims(rng, (1, 3), *[(max(1, ki - 2 * pi), ki - 2 * pi + 7)
                                       for ki, pi in zip(k, p)])
         if stride is None and layer_cls is fnn.MaxPool2d and p == (0, 0):
@@ -182,6 +184,19 @@ LAYER_CASES: dict[str, Case] = {
     "AvgPool2d((2, 3), (2, 1), (1, 1))": pool(fnn.AvgPool2d, F.avg_pool2d, (2, 3), (2, 1),
                                               (1, 1)),
     "GlobalAvgPool2d": case_global_avgpool,
+    "Conv1d": conv(2, 3, 3, layer_cls=fnn.Conv1d, ref_fn=F.conv1d),
+    "Conv1d stride=2 padding=1 dilation=2": conv(2, 2, 3, layer_cls=fnn.Conv1d,
+                                                 ref_fn=F.conv1d, stride=2, padding=1,
+                                                 dilation=2),
+    "Conv1d groups=2 same": conv(1, 2, 5, groups=2, layer_cls=fnn.Conv1d, ref_fn=F.conv1d,
+                                 padding="same"),
+    "Conv1d depthwise k=2 bias=False": conv(1, 1, 2, groups=3, layer_cls=fnn.Conv1d,
+                                            ref_fn=F.conv1d, bias=False, padding=1),
+    "MaxPool1d(2)": pool(fnn.MaxPool1d, F.max_pool1d, 2),
+    "MaxPool1d(3, 2, 1)": pool(fnn.MaxPool1d, F.max_pool1d, 3, 2, 1),
+    "MaxPool1d(3, 1, 1) ties": pool(fnn.MaxPool1d, F.max_pool1d, 3, 1, 1, ties=True),
+    "AvgPool1d(2)": pool(fnn.AvgPool1d, F.avg_pool1d, 2),
+    "AvgPool1d(3, 2, 1)": pool(fnn.AvgPool1d, F.avg_pool1d, 3, 2, 1),
     "Sequential conv/pool network": case_network,
 }
 
@@ -191,6 +206,34 @@ LAYER_CASES: dict[str, Case] = {
 @pytest.mark.parametrize("name", LAYER_CASES)
 def test_layer_matches_torch(name: str, n: int, dtype: type) -> None:
     assert_matches(LAYER_CASES[name](dtype, seeded(name, dtype, n), n), dtype, TOL)
+
+
+NAN_POOLS = {
+    "MaxPool2d(2)": (fnn.MaxPool2d(2), lambda x: F.max_pool2d(x, 2), (4, 6)),
+    "MaxPool2d(3, 1, 1)": (fnn.MaxPool2d(3, 1, 1), lambda x: F.max_pool2d(x, 3, 1, 1), (5, 6)),
+    "MaxPool2d((2, 3), (2, 1))": (fnn.MaxPool2d((2, 3), (2, 1)),
+                                  lambda x: F.max_pool2d(x, (2, 3), (2, 1)), (5, 7)),
+    "MaxPool1d(3, 2, 1)": (fnn.MaxPool1d(3, 2, 1), lambda x: F.max_pool1d(x, 3, 2, 1), (9,)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("name", NAN_POOLS)
+def test_maxpool_nan_windows_match_torch(name: str, dtype: type) -> None:
+    """About a fifth of the inputs NaN (several in some windows): the same NaN outputs, and
+    each NaN window's gradient on the same element (torch: the window's last NaN)."""
+    layer, ref, sizes = NAN_POOLS[name]
+    rng = seeded(name, dtype, 4)
+    x = rng.standard_normal((4, 3, *sizes)).astype(dtype)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    y, cache = layer.forward((), (), x)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = ref(xt)
+    yt.backward(torch.tensor(dy))
+    assert np.isnan(y).any()
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_allclose(layer.backward((), cache, dy)[0], xt.grad.numpy(), **TOL[dtype])
 
 
 if __name__ == "__main__":

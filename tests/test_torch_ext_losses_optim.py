@@ -62,12 +62,14 @@ def criterion_versus(crit: Any, y: np.ndarray, target: Any,
     loss, cache = crit.forward(y, target)
     yt = tensor(y, grad=True)
     lt = ref(yt)
-    dloss = None
     if crit.reduction == "none":
         dloss = rng.standard_normal(np.shape(loss)).astype(y.dtype)
     elif rng.random() < 0.5:
         dloss = np.asarray(rng.standard_normal(), y.dtype)
-    lt.backward(None if dloss is None else tensor(dloss))
+    else:  # the default dloss = 1.0
+        lt.backward()
+        return [("loss", loss, lt), ("dy", crit.backward(cache), yt.grad)]
+    lt.backward(tensor(dloss))
     return [("loss", loss, lt), ("dy", crit.backward(cache, dloss), yt.grad)]
 
 
@@ -76,60 +78,69 @@ def logits(rng: np.random.Generator, dtype: type, shape: tuple, scale: float = 3
     return (scale * rng.standard_normal(shape)).astype(dtype)
 
 
-def class_problem(rng: np.random.Generator, dtype: type, kind: str, n: int = 6, c: int = 5
-                  ) -> tuple[Any, torch.Tensor]:
-    """(our target, torch's target) of ``kind``: "labels" (N,) int, "probs" rows of a random
-    softmax, "onehot" int64 rows for us and float rows for torch."""
-    labels = rng.integers(0, c, n)
+def classes_at_axis_1(t: torch.Tensor) -> torch.Tensor:
+    """Our class-last layout (N, T, C) as torch's (N, C, T); (N, C) stays."""
+    return t.movedim(-1, 1) if t.ndim > 2 else t
+
+
+def class_problem(rng: np.random.Generator, dtype: type, kind: str, lead: tuple = (6,),
+                  c: int = 5) -> tuple[Any, torch.Tensor]:
+    """(our target, torch's target) of ``kind`` for positions ``lead`` ((N,) or (N, T)):
+    "labels" int, "probs" rows of a random softmax, "onehot" int64 rows for us and float rows
+    for torch (with the class axis at 1)."""
+    labels = rng.integers(0, c, lead)
     if kind == "labels":
         return labels, tensor(labels)
     if kind == "onehot":
         onehot = np.eye(c, dtype=np.int64)[labels]
-        return onehot, tensor(onehot.astype(dtype))
-    q = np.exp(rng.standard_normal((n, c)))
-    q = (q / q.sum(axis=1, keepdims=True)).astype(dtype)
-    return q, tensor(q)
+        return onehot, classes_at_axis_1(tensor(onehot.astype(dtype)))
+    q = np.exp(rng.standard_normal((*lead, c)))
+    q = (q / q.sum(axis=-1, keepdims=True)).astype(dtype)
+    return q, classes_at_axis_1(tensor(q))
 
 
 REDUCTIONS = ("mean", "sum", "none")
 
 
 def cross_entropy(kind: str, weighted: bool, smoothing: float, reduction: str,
-                  ignore: bool = False, scale: float = 3.0) -> Callable:
+                  ignore: bool = False, scale: float = 3.0, seq: bool = False) -> Callable:
+    """CrossEntropy on (6, 5), or with ``seq`` on (3, 4, 5) against torch's (3, 5, 4)."""
     def case(dtype: type, rng: np.random.Generator) -> Compared:
-        n, c = 6, 5
-        target, ref_target = class_problem(rng, dtype, kind, n, c)
+        lead, c = ((3, 4) if seq else (6,)), 5
+        target, ref_target = class_problem(rng, dtype, kind, lead, c)
         weight = rng.uniform(0.2, 2.0, c) if weighted else None
         kw: dict[str, Any] = dict(reduction=reduction, label_smoothing=smoothing)
         if ignore:
-            target[rng.random(n) < 0.4] = 2
+            target[rng.random(lead) < 0.4] = 2
             ref_target = tensor(target)
             kw["ignore_index"] = 2
         crit = fnn.CrossEntropy(weight=weight, **kw)
         ref_weight = None if weight is None else tensor(weight.astype(dtype))
         return criterion_versus(
-            crit, logits(rng, dtype, (n, c), scale), target,
-            lambda y: F.cross_entropy(y, ref_target, weight=ref_weight, **kw), rng)
+            crit, logits(rng, dtype, (*lead, c), scale), target,
+            lambda y: F.cross_entropy(classes_at_axis_1(y), ref_target, weight=ref_weight, **kw),
+            rng)
 
     return case
 
 
-def nll(weighted: bool, reduction: str, ignore: bool) -> Callable:
+def nll(weighted: bool, reduction: str, ignore: bool, seq: bool = False) -> Callable:
+    """NLLLoss on (7, 4), or with ``seq`` on (2, 5, 4) against torch's (2, 4, 5)."""
     def case(dtype: type, rng: np.random.Generator) -> Compared:
-        n, c = 7, 4
-        x = logits(rng, dtype, (n, c))
-        logp = (x - np.logaddexp.reduce(x.astype(np.float64), axis=1, keepdims=True)
+        lead, c = ((2, 5) if seq else (7,)), 4
+        x = logits(rng, dtype, (*lead, c))
+        logp = (x - np.logaddexp.reduce(x.astype(np.float64), axis=-1, keepdims=True)
                 ).astype(dtype)
-        labels = rng.integers(0, c, n)
+        labels = rng.integers(0, c, lead)
         kw: dict[str, Any] = dict(reduction=reduction)
         if ignore:
-            labels[:3] = -100  # torch's default ignore_index, made explicit here
+            labels.flat[:3] = -100  # torch's default ignore_index, made explicit here
             kw["ignore_index"] = -100
         weight = rng.uniform(0.2, 2.0, c) if weighted else None
         ref_weight = None if weight is None else tensor(weight.astype(dtype))
         return criterion_versus(fnn.NLLLoss(weight=weight, **kw), logp, labels,
-                                lambda y: F.nll_loss(y, tensor(labels), weight=ref_weight, **kw),
-                                rng)
+                                lambda y: F.nll_loss(classes_at_axis_1(y), tensor(labels),
+                                                     weight=ref_weight, **kw), rng)
 
     return case
 
@@ -180,6 +191,16 @@ for kind, reduction in itertools.product(("labels", "probs"), REDUCTIONS):
 for weighted, reduction, ignore in itertools.product((False, True), REDUCTIONS, (False, True)):
     CRITERION_CASES[f"NLLLoss weight={weighted} ignore={ignore} {reduction}"] = nll(
         weighted, reduction, ignore)
+for kind, weighted, smoothing, reduction in itertools.product(
+        ("labels", "probs"), (False, True), (0.0, 0.15), REDUCTIONS):
+    CRITERION_CASES[f"CrossEntropy (N,T,C) {kind} weight={weighted} ls={smoothing} "
+                    f"{reduction}"] = cross_entropy(kind, weighted, smoothing, reduction, seq=True)
+for smoothing, reduction in itertools.product((0.0, 0.15), REDUCTIONS):
+    CRITERION_CASES[f"CrossEntropy (N,T,C) padding ignore_index ls={smoothing} {reduction}"] = \
+        cross_entropy("labels", True, smoothing, reduction, ignore=True, seq=True)
+for weighted, reduction, ignore in itertools.product((False, True), REDUCTIONS, (False, True)):
+    CRITERION_CASES[f"NLLLoss (N,T,C) weight={weighted} ignore={ignore} {reduction}"] = nll(
+        weighted, reduction, ignore, seq=True)
 for pw, reduction in itertools.product(("none", "one", "per class"), REDUCTIONS):
     CRITERION_CASES[f"BCEWithLogits pos_weight={pw} {reduction}"] = bce(pw, reduction)
 for reduction in REDUCTIONS:

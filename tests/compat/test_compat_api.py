@@ -492,3 +492,35 @@ def test_invalid_hyperparameters_raise_at_construction_without_drawing():
         with pytest.raises(ValueError):
             make()
         assert np.random.rand() == expected
+
+
+# --- reassigned parameters and inputs of the wrong kind: errors naming the module ------------
+
+@pytest.mark.parametrize("W, err, words", [
+    (np.ones((5, 3)), ValueError, r"Linear 3 -> 5: b must have shape \(5,\), got \(2,\)"),
+    ([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], TypeError, "Linear: W must be a float32 or float64 "
+                                                    "ndarray, got list"),
+    (np.ones(3), ValueError, r"Linear: the parameters have shapes that fit no Linear: W \(3,\)"),
+    (np.ones((2, 3), int), TypeError, "Linear: W must be a float32 or float64 ndarray, got "
+                                      "dtype int64"),
+])
+def test_reassigned_parameter_of_the_wrong_kind_names_the_module(W, err, words):
+    layer = Linear(3, 2)
+    layer.W = W
+    with pytest.raises(err, match=words):
+        layer.forward(np.ones((4, 3)))
+
+
+def test_reassigned_bias_of_shape_one_is_not_broadcast():
+    layer = Linear(3, 2)
+    layer.b = np.ones(1)
+    with pytest.raises(ValueError, match=r"Linear 3 -> 2: b must have shape \(2,\), got \(1,\)"):
+        layer.forward(np.ones((4, 3)))
+
+
+def test_batchnorm_on_images_points_to_flatten_or_batchnorm2d():
+    bn = BatchNormalization(0.9)
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, features\), got shape "
+                                         r"\(4, 3, 5, 5\).*Flatten.*fnn.BatchNorm2d"):
+        bn.forward(np.ones((4, 3, 5, 5)))
+    assert bn.moving_mean is None

@@ -1,0 +1,167 @@
+"""Intra-op parallelism: a small pool of threads for the kernels whose work splits naturally.
+
+    fnn.set_num_threads(2)          # for the rest of the process (default: the available cores)
+    with fnn.threads(1):            # for a block of code, restored on exit
+        ...
+
+Results never depend on the number of threads. A kernel cuts its work into a fixed partition
+that depends only on the array shapes (:func:`blocks`), runs the pieces with :func:`run`, and
+combines partial results in the order of the pieces, so a step gives bit-identical results
+with 1, 2 or 8 threads. numpy releases the GIL inside its loops, so threads run them on
+several cores at once.
+
+Inside a parallel region numpy's BLAS is held to one thread by threadpoolctl's scoped limit
+(restored on exit; nothing in the process is changed permanently), so that the pieces' matrix
+products do not each start BLAS threads on top of fnn's. Without threadpoolctl installed, the
+pieces that call BLAS run one after another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+
+__all__ = ["available_cores", "get_num_threads", "set_num_threads", "threads", "blocks", "run",
+           "map_rows", "map_elements"]
+
+T = TypeVar("T")
+
+
+def available_cores() -> int:
+    """The number of cores this process may run on (its CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_setting: list[int | None] = [None]  # None: available_cores()
+_local = threading.local()  # .inside: True in a pool thread (no nested regions)
+_pool_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def get_num_threads() -> int:
+    """The number of threads fnn's kernels use (default: :func:`available_cores`)."""
+    n = _setting[0]
+    return available_cores() if n is None else n
+
+
+def _check(n: Any) -> int | None:
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"fnn.set_num_threads: n must be a positive integer or None (the "
+                         f"available cores), got {n!r}")
+    return int(n)
+
+
+def set_num_threads(n: int | None) -> None:
+    """Use ``n`` threads in fnn's kernels from now on (None: the available cores). Results do
+    not depend on it; only the speed does."""
+    _setting[0] = _check(n)
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` threads in fnn's kernels inside the ``with`` block; the previous setting is
+    restored on exit."""
+    new = _check(n)
+    old, _setting[0] = _setting[0], new
+    try:
+        yield
+    finally:
+        _setting[0] = old
+
+
+def blocks(size: int, block: int) -> list[slice]:
+    """The fixed partition of ``range(size)`` into slices of ``block`` items (the last one
+    shorter): it depends on the sizes only, never on the number of threads."""
+    block = max(int(block), 1)
+    return [slice(start, min(start + block, size)) for start in range(0, size, block)]
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    with _pool_lock:
+        pool = _pools.get(n)
+        if pool is None:
+            pool = _pools[n] = ThreadPoolExecutor(n, thread_name_prefix="fnn",
+                                                  initializer=_mark_inside)
+        return pool
+
+
+def _mark_inside() -> None:
+    _local.inside = True
+
+
+_controller: list[Any] = []  # the threadpoolctl controller, made once (it scans the libraries)
+
+
+def _blas_limit() -> contextlib.AbstractContextManager | None:
+    """threadpoolctl's scoped limit of BLAS to one thread, or None if it is not installed."""
+    if not _controller:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _controller.append(None)
+        else:
+            _controller.append(ThreadpoolController())
+    controller = _controller[0]
+    return None if controller is None else controller.limit(limits=1, user_api="blas")
+
+
+def run(fn: Callable[[Any], T], items: Sequence[Any], *, blas: bool = False) -> list[T]:
+    """``[fn(item) for item in items]``, the calls spread over :func:`get_num_threads`
+    threads (one after another with one thread, one item, or inside another parallel region).
+    ``blas=True`` says that ``fn`` calls BLAS (matrix products): BLAS is then held to one
+    thread while the items run. ``fn`` must not write to memory another item reads."""
+    n = min(get_num_threads(), len(items))
+    if n <= 1 or getattr(_local, "inside", False):
+        return [fn(item) for item in items]
+    limit = _blas_limit() if blas else contextlib.nullcontext()
+    if limit is None:  # no threadpoolctl: BLAS may not be limited, so do not add threads
+        return [fn(item) for item in items]
+    with limit:
+        return list(_pool(n).map(fn, items))
+
+
+# Arrays smaller than this run whole (a thread hand-off costs ~10-40 us); larger ones are cut
+# into pieces of about BLOCK elements (a multiple of 64, so that each piece starts where the
+# whole array's SIMD loop would be: elementwise results do not depend on the cut).
+MIN_SIZE = 1 << 17
+BLOCK = 1 << 15
+
+
+def map_rows(fn: Callable[..., Any], *arrays: Any, min_size: int = MIN_SIZE,
+             block: int = BLOCK) -> Any:
+    """``fn(*arrays)`` computed on fixed blocks of rows (axis 0) of arrays of equal length, the
+    results (one array, or a tuple of arrays) concatenated along axis 0. ``fn`` must treat
+    rows independently (elementwise functions, per-row softmax). Arrays with fewer than
+    ``min_size`` elements, or 0-d, are passed whole; the cut depends only on the shapes."""
+    x = arrays[0]
+    if x.ndim == 0 or x.size < min_size:
+        return fn(*arrays)
+    row = max(x.size // max(x.shape[0], 1), 1)
+    pieces = blocks(x.shape[0], max(block // row, 1))
+    parts = run(lambda sl: fn(*(a[sl] for a in arrays)), pieces)
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate(p) for p in zip(*parts))
+    return np.concatenate(parts)
+
+
+def map_elements(fn: Callable[..., Any], *arrays: Any, min_size: int = MIN_SIZE) -> Any:
+    """``fn(*arrays)`` for an elementwise ``fn`` of C-contiguous arrays of one shape, computed on
+    fixed flat blocks (see :func:`map_rows`) and returned in that shape; other arrays whole."""
+    x = arrays[0]
+    if x.size < min_size or not all(getattr(a, "flags", None) is not None
+                                     and a.flags.c_contiguous and a.shape == x.shape
+                                     for a in arrays):
+        return fn(*arrays)
+    return map_rows(fn, *(a.reshape(-1) for a in arrays), min_size=min_size).reshape(x.shape)
