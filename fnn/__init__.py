@@ -5,7 +5,7 @@ Every layer is a frozen spec with ``init(key) -> (params, state)``,
 See docs/contract.md.
 """
 
-from . import data, init, io, parallel, schedules, testing, train, tree
+from . import data, init, io, parallel, schedules, testing, train, transforms, tree
 from .activations import (
     ELU,
     GELU,
@@ -34,7 +34,7 @@ from .losses import (
     MSECriterion,
 )
 from .normalization import BatchNorm2d, BatchNormalization, LayerNorm
-from .optim import SGD, Adam, AdamW, RMSprop, SGDMomentum, clip_by_global_norm
+from .optim import SGD, Adam, AdamW, Lion, RMSprop, SGDMomentum, clip_by_global_norm
 from .parallel import set_num_threads, threads
 from .pooling import AvgPool1d, AvgPool2d, GlobalAvgPool2d, MaxPool1d, MaxPool2d
 from .recurrent import GRU, LSTM, RNN
@@ -58,6 +58,6 @@ __all__ = [
     "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
     "AvgPool2d", "GlobalAvgPool2d", "summary", "parallel", "set_num_threads", "threads",
-    "Conv1d", "MaxPool1d", "AvgPool1d", "GroupNorm",
+    "Conv1d", "MaxPool1d", "AvgPool1d", "GroupNorm", "Lion", "transforms",
     "RNN", "LSTM", "GRU", "Bidirectional", "LastStep",
 ]

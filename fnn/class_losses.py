@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 
 from .activations import log_softmax
-from .core import as_float_array, expect_shape, in_range, real_float, shape_str
+from .core import as_float_array, expect_shape, in_range, real_float, shape_str, spec
 from .losses import _float_tuple, _floats_for, _optional_floats, _Reduced
 
 __all__ = ["ClassCache", "NLLLoss", "CrossEntropy"]
@@ -33,7 +33,7 @@ def _rows(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, a.shape[-1])
 
 
-@attrs.frozen(kw_only=True)
+@spec(kw_only=True)
 class _ClassLoss(_Reduced):
     """Shared by NLLLoss and CrossEntropy: class weights, labels, the weighted mean. The per-row
     helpers work on (M, C) rows and (M,) labels (see ``_rows``)."""
@@ -111,7 +111,7 @@ class _ClassLoss(_Reduced):
         return -w_t * picked, w_t
 
 
-@attrs.frozen(kw_only=True)
+@spec(kw_only=True)
 class NLLLoss(_ClassLoss):
     """On log-probabilities y (N, C) or (N, T, C) (class axis last; torch: (N, C, T)) with
     class indices t (N,) or (N, T): loss element −w[t]·y[..., t]; "mean" divides by Σ w[t] over
@@ -140,7 +140,7 @@ class NLLLoss(_ClassLoss):
         return dy.reshape(cache.log_probs.shape)
 
 
-@attrs.frozen(kw_only=True)
+@spec(kw_only=True)
 class CrossEntropy(_ClassLoss):
     """Softmax cross-entropy on logits x (N, C) or (N, T, C), as
     torch.nn.functional.cross_entropy.

@@ -22,7 +22,7 @@ import attrs
 import numpy as np
 import scipy.special
 
-from .core import as_float_array, expect_shape, finite_real, in_range, real_float
+from .core import as_float_array, expect_shape, finite_real, in_range, real_float, spec
 
 __all__ = ["MSECriterion", "ClassNLLCriterionUnstable", "ClassNLLCriterion", "CriterionCache",
            "BCEWithLogits", "L1", "Huber", "REDUCTIONS"]
@@ -80,7 +80,7 @@ class _Classic(_Criterion):
         return dy
 
 
-@attrs.frozen
+@spec
 class MSECriterion(_Classic):
     """loss = sum((y - t)^2) / N; dy = 2 (y - t) / N. Any shape (N, ...)."""
 
@@ -97,7 +97,7 @@ class MSECriterion(_Classic):
         return dy
 
 
-@attrs.frozen
+@spec
 class ClassNLLCriterionUnstable(_Classic):
     """On probabilities: loss = -sum(t * log(clip(y, eps, 1 - eps))) / N, eps = EPS = 1e-15 by
     default; dy = -t / clip(y, eps, 1 - eps) / N. y, t (N, C)."""
@@ -118,7 +118,7 @@ class ClassNLLCriterionUnstable(_Classic):
         return dy
 
 
-@attrs.frozen
+@spec
 class ClassNLLCriterion(_Classic):
     """On log-probabilities (after LogSoftMax): loss = -sum(t * y) / N; dy = -t / N. y, t (N, C).
 
@@ -192,7 +192,7 @@ def _nan_if_zero(denominator: Any, dtype: np.dtype) -> np.generic:
     return dtype.type(denominator if denominator != 0 else np.nan)
 
 
-@attrs.frozen(kw_only=True)
+@spec(kw_only=True)
 class _Reduced(_Criterion):
     """A criterion whose per-element losses are reduced as torch's ``reduction``."""
 
@@ -215,7 +215,7 @@ class _Reduced(_Criterion):
         return factor / _nan_if_zero(denominator, dtype) if self.reduction == "mean" else factor
 
 
-@attrs.frozen(kw_only=True)
+@spec(kw_only=True)
 class _Elementwise(_Reduced):
     """loss element = f(y, t) for y, t of one shape (N, ...); "mean" divides by y.size."""
 
@@ -233,7 +233,7 @@ class _Elementwise(_Reduced):
         return dy
 
 
-@attrs.frozen(kw_only=True)
+@spec(kw_only=True)
 class L1(_Elementwise):
     """loss element |y - t|; dy = sign(y - t) (0 where y = t, as torch). Any shape (N, ...);
     torch.nn.L1Loss."""
@@ -245,7 +245,7 @@ class L1(_Elementwise):
         return np.sign(y - t)
 
 
-@attrs.frozen(kw_only=True)
+@spec(kw_only=True)
 class Huber(_Elementwise):
     """With d = y - t: loss element d²/2 where |d| < delta, else delta·(|d| − delta/2);
     dy = clip(d, −delta, delta). Any shape (N, ...); torch.nn.HuberLoss (delta > 0)."""
@@ -260,7 +260,7 @@ class Huber(_Elementwise):
         return np.clip(y - t, -self.delta, self.delta)
 
 
-@attrs.frozen(kw_only=True)
+@spec(kw_only=True)
 class BCEWithLogits(_Elementwise):
     """Binary cross-entropy on logits x with targets t in [0, 1] (soft targets allowed):
     loss element −[pw·t·log σ(x) + (1 − t)·log(1 − σ(x))] = (1 − t)·x − (1 + (pw − 1)·t)·log σ(x),

@@ -1,300 +1,158 @@
 """Optimizers: frozen specs with ``init(params)`` and ``update(params, grads, state)``.
 
-Both work leafwise over any tree (see :mod:`fnn.tree`) and reproduce the classic homework
-formulas operation for operation, so results agree bit for bit with the classic
-``sgd_momentum`` / ``adam_optimizer``. Each leaf's update keeps the param's dtype.
+All are members of one base, :class:`Optimizer`: a subclass declares its hyperparameters, its
+state record and one per-leaf rule; the base walks the trees, checks them, applies the gradient
+transformations (clipping, weight decay: :mod:`fnn.transforms`) and evaluates the learning rate
+or schedule (:mod:`fnn.schedules`). SGDMomentum and Adam reproduce the classic homework formulas
+operation for operation (bit for bit the classic ``sgd_momentum`` / ``adam_optimizer``); SGD,
+AdamW and RMSprop follow torch.optim; Lion follows Chen et al. 2023. Each leaf's update keeps
+the param's dtype.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import numpy as np
 
-from . import tree
-from .core import finite_real, in_range, real_float
+from ._optim_kernels import adam_leaf, adam_step_size, sgd_momentum_leaf
+from .core import boolean, in_range, positive_real, real_float, spec
 from .schedules import learning_rate_validator
+from .transforms import (
+    AddDecayedWeights,
+    Chain,
+    ClipByGlobalNorm,
+    DecoupledWeightDecay,
+    Optimizer,
+    chain,
+    clip_by_global_norm,
+    decay_mask,
+    mask_field,
+    nonneg_field,
+    rank_at_least_2,
+)
 
-__all__ = ["SGDMomentum", "SGDState", "Adam", "AdamState", "sgd_momentum_leaf", "adam_leaf",
-           "adam_step_size", "SGD", "SGDBufferState", "AdamW", "AdamWState", "RMSprop",
-           "RMSpropState", "clip_by_global_norm", "decay_mask", "leaf_paths", "rank_at_least_2"]
-
-
-def _nonneg(low: float = 0.0):
-    return in_range(low, np.inf)
-
-
-# Leaves larger than this many elements are updated block by block, so that the block of every
-# operand, result and temporary stays in cache between the few passes of the formula (whole
-# arrays would make each pass a trip to memory, and fresh temporaries of whole-array size).
-BLOCK = 1 << 15
-
-
-def _blockwise(kernel: Any, ins: tuple, outs: tuple, tmp_dtypes: tuple) -> None:
-    """Run ``kernel(*ins, *outs, *tmps)`` (elementwise; writes ``outs``) on matching blocks of
-    flat views, or once on the whole arrays when they are small, of different shapes or not
-    contiguous. Both ways apply the same operations to every element: equal results."""
-    shape = outs[0].shape
-    arrays = ins + outs
-    if outs[0].size <= BLOCK or not all(isinstance(a, np.ndarray) and a.shape == shape
-                                        and a.flags.c_contiguous for a in arrays):
-        kernel(*ins, *outs, *(np.empty(shape, dt) for dt in tmp_dtypes))
-        return
-    flat = [a.reshape(-1) for a in arrays]
-    tmps = [np.empty(BLOCK, dt) for dt in tmp_dtypes]
-    for s in range(0, outs[0].size, BLOCK):
-        e = min(s + BLOCK, outs[0].size)
-        kernel(*(a[s:e] for a in flat), *(t[:e - s] for t in tmps))
+__all__ = ["Optimizer", "chain", "Chain", "SGDMomentum", "SGDState", "Adam", "AdamState", "SGD",
+           "SGDBufferState", "AdamW", "AdamWState", "RMSprop", "RMSpropState", "Lion",
+           "LionState", "clip_by_global_norm", "decay_mask", "rank_at_least_2"]
 
 
-def sgd_momentum_leaf(w: np.ndarray, g: np.ndarray, v: np.ndarray, learning_rate: float,
-                      momentum: float, *, out: tuple | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """One SGD-momentum step for one array: v' = momentum*v + learning_rate*g; w' = w - v'.
+# --- the fields the optimizers share, declared once --------------------------------------------
 
-    New arrays, or with ``out=(w_out, v_out)`` (which may be w and v themselves, as in the
-    classic in-place API) the same values written there.
-    """
-    g = g.astype(w.dtype, copy=False)
-    w_out, v_out = (None, None) if out is None else out
-    if v_out is None:
-        v_out = np.empty(np.shape(v), np.result_type(momentum, v))
-    if w_out is None:
-        w_out = np.empty(np.broadcast_shapes(np.shape(w), v_out.shape),
-                         np.result_type(w, v_out))
-
-    def kernel(w, g, v, w_out, v_out, lr_g):
-        np.multiply(momentum, v, out=v_out)
-        v_out += np.multiply(learning_rate, g, out=lr_g)
-        np.subtract(w, v_out, out=w_out)
-
-    _blockwise(kernel, (w, g, v), (w_out, v_out), (np.result_type(learning_rate, g),))
-    return w_out, v_out
+def _unit(default: float, closed: bool = False) -> Any:
+    """A field in [0, 1) (or [0, 1] when ``closed``)."""
+    return attrs.field(default=default, converter=real_float,
+                       validator=in_range(0.0, 1.0, high_open=not closed))
 
 
-def adam_step_size(learning_rate: float, beta1: float, beta2: float, t: int) -> float:
-    """lr_t = learning_rate * sqrt(1 - beta2^t) / (1 - beta1^t) (a Python float)."""
-    return float(learning_rate * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t))
+def _rate(default: float) -> Any:
+    """learning_rate: a float >= 0 or a schedule of the step."""
+    return attrs.field(default=default, converter=real_float, validator=learning_rate_validator)
 
 
-def adam_leaf(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr_t: float,
-              beta1: float, beta2: float, epsilon: float, *, out: tuple | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One Adam step for one array: m' = beta1*m + (1-beta1)*g; v' = beta2*v + (1-beta2)*g*g;
-    w' = w - lr_t * m' / (sqrt(v') + epsilon).
+def _mask_field() -> Any:
+    return mask_field(kw_only=True)
 
-    New arrays, or with ``out=(w_out, m_out, v_out)`` (which may be w, m and v themselves) the
-    same values written there.
-    """
-    g = g.astype(w.dtype, copy=False)
-    w_out, m_out, v_out = (None, None, None) if out is None else out
-    if m_out is None:
-        m_out = np.empty(np.shape(m), np.result_type(beta1, m))
-    if v_out is None:
-        v_out = np.empty(np.shape(v), np.result_type(beta2, v))
-    step_dtype = np.result_type(lr_t, m_out)
-    if w_out is None:
-        w_out = np.empty(np.broadcast_shapes(np.shape(w), m_out.shape, v_out.shape),
-                         np.result_type(w, step_dtype))
 
-    def kernel(w, g, m, v, w_out, m_out, v_out, g1, g2, denom, step):
-        np.multiply(beta1, m, out=m_out)
-        m_out += np.multiply(1 - beta1, g, out=g1)
-        np.multiply(beta2, v, out=v_out)
-        g2 = np.multiply(1 - beta2, g, out=g2)
-        g2 *= g
-        v_out += g2
-        np.sqrt(v_out, out=denom)
-        denom += epsilon
-        np.multiply(lr_t, m_out, out=step)
-        step /= denom
-        np.subtract(w, step, out=w_out)
+def _clip_field() -> Any:
+    return attrs.field(default=None, kw_only=True, converter=real_float,
+                       validator=attrs.validators.optional(positive_real))
 
-    _blockwise(kernel, (w, g, m, v), (w_out, m_out, v_out),
-               (np.result_type(1 - beta1, g), np.result_type(1 - beta2, g), v_out.dtype,
-                step_dtype))
-    return w_out, m_out, v_out
 
+def _flag() -> Any:
+    return attrs.field(default=False, validator=boolean)
+
+
+class _Shorthands:
+    """The keyword shorthands ``max_grad_norm`` and ``weight_decay`` (with
+    ``weight_decay_mask``) as transformations; ``_decay`` is the weight-decay transformation
+    class (AddDecayedWeights or DecoupledWeightDecay)."""
+
+    _decay: ClassVar[type]
+
+    def transforms(self) -> tuple:
+        clip = () if self.max_grad_norm is None else (ClipByGlobalNorm(self.max_grad_norm),)
+        decay = (self._decay(self.weight_decay, self.weight_decay_mask),) \
+            if self.weight_decay else ()
+        return clip + decay
+
+
+# --- the classic forms: SGDMomentum, Adam ------------------------------------------------------
 
 @attrs.frozen
 class SGDState:
+    """The state of :class:`SGDMomentum`: v, a tree like params."""
+
     accumulated_grads: Any  # a tree like params
 
 
-@attrs.frozen
-class SGDMomentum:
+@spec
+class SGDMomentum(Optimizer):
     """SGD with momentum (classic form): v = momentum * v + learning_rate * g; w -= v."""
 
-    learning_rate: float = attrs.field(converter=real_float, validator=_nonneg())
-    momentum: float = attrs.field(default=0.0, converter=real_float,
-                                  validator=in_range(0.0, 1.0))
+    learning_rate: float = nonneg_field()
+    momentum: float = _unit(0.0)
 
-    def init(self, params: Any) -> SGDState:
-        return SGDState(accumulated_grads=tree.map(np.zeros_like, params))
+    State = SGDState
 
-    def update(self, params: Any, grads: Any, state: SGDState) -> tuple[Any, SGDState]:
-        new_params, acc = tree.map_multi(
-            lambda w, g, v: sgd_momentum_leaf(w, g, v, self.learning_rate, self.momentum),
-            2, params, grads, state.accumulated_grads)
-        return new_params, SGDState(accumulated_grads=acc)
+    def slots(self) -> tuple[str, ...]:
+        return ("accumulated_grads",)
+
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
+        return sgd_momentum_leaf(w, g, slots[0], lr, self.momentum)
 
 
 @attrs.frozen
 class AdamState:
+    """The state of :class:`Adam`: the step count and the two moment trees."""
+
     t: int  # number of steps taken
     m: Any  # first moments, a tree like params
     v: Any  # second moments, a tree like params
 
 
-@attrs.frozen
-class Adam:
+@spec
+class Adam(Optimizer):
     """Adam (classic form): m, v moving moments of g and g*g; with
     lr_t = learning_rate * sqrt(1 - beta2^t) / (1 - beta1^t), w -= lr_t * m / (sqrt(v) + epsilon).
     """
 
-    learning_rate: float = attrs.field(default=1e-3, converter=real_float,
-                                       validator=_nonneg())
-    beta1: float = attrs.field(default=0.9, converter=real_float,
-                               validator=in_range(0.0, 1.0))
-    beta2: float = attrs.field(default=0.999, converter=real_float,
-                               validator=in_range(0.0, 1.0))
-    epsilon: float = attrs.field(default=1e-8, converter=real_float,
-                                 validator=_nonneg())
+    learning_rate: float = nonneg_field(1e-3)
+    beta1: float = _unit(0.9)
+    beta2: float = _unit(0.999)
+    epsilon: float = nonneg_field(1e-8)
 
-    def init(self, params: Any) -> AdamState:
-        return AdamState(t=0, m=tree.map(np.zeros_like, params),
-                         v=tree.map(np.zeros_like, params))
+    State = AdamState
 
-    def update(self, params: Any, grads: Any, state: AdamState) -> tuple[Any, AdamState]:
-        t = state.t + 1
-        lr_t = adam_step_size(self.learning_rate, self.beta1, self.beta2, t)
-        new_params, m, v = tree.map_multi(
-            lambda w, g, m, v: adam_leaf(w, g, m, v, lr_t, self.beta1, self.beta2, self.epsilon),
-            3, params, grads, state.m, state.v)
-        return new_params, AdamState(t=t, m=m, v=v)
+    def slots(self) -> tuple[str, ...]:
+        return ("m", "v")
+
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
+        lr_t = adam_step_size(lr, self.beta1, self.beta2, t)
+        return adam_leaf(w, g, *slots, lr_t, self.beta1, self.beta2, self.epsilon)
 
 
-# --- PyTorch-style optimizers: SGD, AdamW, RMSprop --------------------------------------------
+# --- PyTorch's forms: SGD, AdamW, RMSprop; and Lion ---------------------------------------------
 #
 # They follow torch.optim's update rules (single-tensor path) rather than the classic homework
 # forms above, and share: a learning rate that is a float or a schedule of the step (see
-# fnn.schedules), the step count t and the next update's learning rate in the state, a
-# weight-decay mask, and optional clipping of the gradients by their global norm.
-
-def clip_by_global_norm(grads: Any, max_norm: float) -> tuple[Any, float]:
-    """Scale a gradient tree so that its global 2-norm is at most ``max_norm``, as
-    torch.nn.utils.clip_grad_norm_: norm = sqrt(Σ over all array leaves of Σ g²);
-    every leaf times min(1, max_norm / (norm + 1e-6)).
-
-    Returns the new tree (new arrays, each in its own dtype) and the norm before clipping
-    (a Python float; nan or inf if a gradient is not finite, and then so are the results).
-    """
-    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) \
-            or not 0 < max_norm < np.inf:
-        raise ValueError(f"clip_by_global_norm: max_norm must be a positive finite number, "
-                         f"got {max_norm!r}")
-    norm = math.hypot(*(float(np.linalg.norm(g.reshape(-1))) for g in tree.leaves(grads)
-                        if isinstance(g, np.ndarray)))
-    coef = min(float(max_norm) / (norm + 1e-6), 1.0)
-    return tree.map(lambda g: g * coef if isinstance(g, np.ndarray) else g, grads), norm
-
-
-def leaf_paths(t: Any) -> list[tuple]:
-    """The path of every leaf of tree ``t`` (in :func:`fnn.tree.leaves` order): a tuple of
-    indices (tuples, lists) and field names (attrs records), e.g. ``(0, "W")`` for the weight
-    of the first layer of a Sequential's params."""
-    if tree.is_leaf(t):
-        return [()]
-    if isinstance(t, (tuple, list)):
-        keys, kids = range(len(t)), list(t)
-    else:
-        keys = [f.name for f in attrs.fields(type(t))]
-        kids = [getattr(t, k) for k in keys]
-    return [(k, *path) for k, kid in zip(keys, kids) for path in leaf_paths(kid)]
-
-
-def rank_at_least_2(path: tuple, leaf: Any) -> bool:
-    """A weight-decay mask predicate: decay weight matrices and kernels (rank >= 2), not biases
-    or normalisation parameters (rank 1)."""
-    return np.ndim(leaf) >= 2
-
-
-def decay_mask(mask: Any, params: Any) -> Any:
-    """The weight-decay mask as a tree of bools like ``params``: all True for None; for a
-    callable, ``mask(path, leaf)`` at every leaf (see :func:`leaf_paths`); a tree of bools is
-    checked against params' structure and returned."""
-    if mask is None:
-        return tree.map(lambda _: True, params)
-    if callable(mask):
-        return tree.unflatten(params, [bool(mask(path, leaf)) for path, leaf in
-                                       zip(leaf_paths(params), tree.leaves(params))])
-    try:
-        return tree.map(lambda m, _: bool(m), mask, params)
-    except ValueError as err:
-        raise ValueError(f"weight_decay_mask: a tree of bools must have the structure of the "
-                         f"params ({err})") from err
-
-
-def _max_grad_norm(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None:
-        finite_real(instance, attribute, value)
-        if value <= 0:
-            raise ValueError(f"{type(instance).__name__}: {attribute.name} must be None or "
-                             f"positive, got {value!r}")
-
-
-def _mask_field() -> Any:
-    return attrs.field(default=None, kw_only=True)
-
-
-def _clip_field() -> Any:
-    return attrs.field(default=None, kw_only=True, converter=real_float,
-                       validator=_max_grad_norm)
-
-
-class _Stepwise:
-    """Shared by SGD, AdamW and RMSprop. A subclass has the fields learning_rate,
-    weight_decay_mask and max_grad_norm and defines ``_State`` (a record with fields t,
-    learning_rate and one tree per slot), ``_slots()`` (the slot names in use) and
-    ``_leaf(w, g, slots, learning_rate, t, decay)`` -> (new w, *new slots) for one array."""
-
-    def learning_rate_at(self, step: int) -> float:
-        """The learning rate of the update after ``step`` updates (a float, or the schedule's
-        value at ``step``)."""
-        lr = self.learning_rate
-        return float(lr(step)) if callable(lr) else lr
-
-    def init(self, params: Any) -> Any:
-        slots = {name: tree.map(np.zeros_like, params) for name in self._slots()}
-        return self._State(t=0, learning_rate=self.learning_rate_at(0), **slots)
-
-    def update(self, params: Any, grads: Any, state: Any) -> tuple[Any, Any]:
-        if self.max_grad_norm is not None:
-            grads, _ = clip_by_global_norm(grads, self.max_grad_norm)
-        lr, t, names = self.learning_rate_at(state.t), state.t + 1, self._slots()
-
-        def leaf(w: np.ndarray, g: np.ndarray, decay: bool, *slots: np.ndarray) -> tuple:
-            return self._leaf(w, g.astype(w.dtype, copy=False), slots, lr, t, decay)
-
-        new_params, *slots = tree.map_multi(leaf, 1 + len(names), params, grads,
-                                            decay_mask(self.weight_decay_mask, params),
-                                            *(getattr(state, n) for n in names))
-        return new_params, self._State(t=t, learning_rate=self.learning_rate_at(t),
-                                       **dict(zip(names, slots)))
-
+# fnn.schedules), the step count t and the next update's learning rate in the state, and the
+# shorthands weight_decay / weight_decay_mask / max_grad_norm for the transformations of
+# fnn.transforms.
 
 @attrs.frozen
 class SGDBufferState:
+    """The state of :class:`SGD` (the buffer is None without momentum)."""
+
     t: int  # number of updates taken
     learning_rate: float  # the next update's learning rate
     momentum_buffer: Any = None  # a tree like params (None without momentum)
 
 
-@attrs.frozen
-class SGD(_Stepwise):
+@spec
+class SGD(_Shorthands, Optimizer):
     """SGD as torch.optim.SGD. With g the gradient (clipped if max_grad_norm is set):
 
     g ← g + weight_decay·w (where the mask allows);
@@ -305,30 +163,26 @@ class SGD(_Stepwise):
     SGDMomentum (whose buffer is lr·b), up to rounding.
     """
 
-    learning_rate: Any = attrs.field(default=1e-3, converter=real_float,
-                                     validator=learning_rate_validator)
-    momentum: float = attrs.field(default=0.0, converter=real_float, validator=_nonneg())
-    dampening: float = attrs.field(default=0.0, converter=real_float,
-                                   validator=in_range(0.0, 1.0, high_open=False))
-    weight_decay: float = attrs.field(default=0.0, converter=real_float, validator=_nonneg())
-    nesterov: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    learning_rate: Any = _rate(1e-3)
+    momentum: float = nonneg_field(0.0)
+    dampening: float = _unit(0.0, closed=True)
+    weight_decay: float = nonneg_field(0.0)
+    nesterov: bool = _flag()
     weight_decay_mask: Any = _mask_field()
     max_grad_norm: float | None = _clip_field()
 
-    _State = SGDBufferState
+    State = SGDBufferState
+    _decay = AddDecayedWeights
 
     def __attrs_post_init__(self) -> None:
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("SGD: nesterov needs momentum > 0 and dampening = 0, got "
                              f"momentum={self.momentum!r}, dampening={self.dampening!r}")
 
-    def _slots(self) -> tuple[str, ...]:
+    def slots(self) -> tuple[str, ...]:
         return ("momentum_buffer",) if self.momentum else ()
 
-    def _leaf(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int,
-              decay: bool) -> tuple:
-        if decay and self.weight_decay:
-            g = g + self.weight_decay * w
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
         if not self.momentum:
             return (w - lr * g,)
         (b,) = slots
@@ -339,14 +193,16 @@ class SGD(_Stepwise):
 
 @attrs.frozen
 class AdamWState:
+    """The state of :class:`AdamW`."""
+
     t: int  # number of updates taken
     learning_rate: float  # the next update's learning rate
     m: Any  # first moments, a tree like params
     v: Any  # second moments, a tree like params
 
 
-@attrs.frozen
-class AdamW(_Stepwise):
+@spec
+class AdamW(_Shorthands, Optimizer):
     """AdamW (decoupled weight decay) as torch.optim.AdamW. At update t with learning rate lr:
 
     w ← w·(1 − lr·weight_decay) (where the mask allows);
@@ -357,26 +213,22 @@ class AdamW(_Stepwise):
     before). With weight_decay = 0 this is torch.optim.Adam.
     """
 
-    learning_rate: Any = attrs.field(default=1e-3, converter=real_float,
-                                     validator=learning_rate_validator)
-    beta1: float = attrs.field(default=0.9, converter=real_float, validator=in_range(0.0, 1.0))
-    beta2: float = attrs.field(default=0.999, converter=real_float,
-                               validator=in_range(0.0, 1.0))
-    epsilon: float = attrs.field(default=1e-8, converter=real_float, validator=_nonneg())
-    weight_decay: float = attrs.field(default=1e-2, converter=real_float, validator=_nonneg())
+    learning_rate: Any = _rate(1e-3)
+    beta1: float = _unit(0.9)
+    beta2: float = _unit(0.999)
+    epsilon: float = nonneg_field(1e-8)
+    weight_decay: float = nonneg_field(1e-2)
     weight_decay_mask: Any = _mask_field()
     max_grad_norm: float | None = _clip_field()
 
-    _State = AdamWState
+    State = AdamWState
+    _decay = DecoupledWeightDecay
 
-    def _slots(self) -> tuple[str, ...]:
+    def slots(self) -> tuple[str, ...]:
         return ("m", "v")
 
-    def _leaf(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int,
-              decay: bool) -> tuple:
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
         m, v = slots
-        if decay and self.weight_decay:
-            w = w * (1 - lr * self.weight_decay)
         m = m + (1 - self.beta1) * (g - m)
         v = self.beta2 * v + (1 - self.beta2) * (g * g)
         denom = np.sqrt(v)
@@ -387,6 +239,8 @@ class AdamW(_Stepwise):
 
 @attrs.frozen
 class RMSpropState:
+    """The state of :class:`RMSprop` (unused buffers are None)."""
+
     t: int  # number of updates taken
     learning_rate: float  # the next update's learning rate
     square_avg: Any  # moving average of g², a tree like params
@@ -394,8 +248,8 @@ class RMSpropState:
     grad_avg: Any = None  # moving average of g, a tree like params (None unless centered)
 
 
-@attrs.frozen
-class RMSprop(_Stepwise):
+@spec
+class RMSprop(_Shorthands, Optimizer):
     """RMSprop as torch.optim.RMSprop:
 
     g ← g + weight_decay·w (where the mask allows); s ← alpha·s + (1 − alpha)·g²;
@@ -403,28 +257,24 @@ class RMSprop(_Stepwise):
     with momentum: b ← momentum·b + g/d, w ← w − lr·b; else w ← w − lr·g/d.
     """
 
-    learning_rate: Any = attrs.field(default=1e-2, converter=real_float,
-                                     validator=learning_rate_validator)
-    alpha: float = attrs.field(default=0.99, converter=real_float,
-                               validator=in_range(0.0, 1.0, high_open=False))
-    epsilon: float = attrs.field(default=1e-8, converter=real_float, validator=_nonneg())
-    weight_decay: float = attrs.field(default=0.0, converter=real_float, validator=_nonneg())
-    momentum: float = attrs.field(default=0.0, converter=real_float, validator=_nonneg())
-    centered: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    learning_rate: Any = _rate(1e-2)
+    alpha: float = _unit(0.99, closed=True)
+    epsilon: float = nonneg_field(1e-8)
+    weight_decay: float = nonneg_field(0.0)
+    momentum: float = nonneg_field(0.0)
+    centered: bool = _flag()
     weight_decay_mask: Any = _mask_field()
     max_grad_norm: float | None = _clip_field()
 
-    _State = RMSpropState
+    State = RMSpropState
+    _decay = AddDecayedWeights
 
-    def _slots(self) -> tuple[str, ...]:
+    def slots(self) -> tuple[str, ...]:
         return ("square_avg",) + (("momentum_buffer",) if self.momentum else ()) \
             + (("grad_avg",) if self.centered else ())
 
-    def _leaf(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int,
-              decay: bool) -> tuple:
-        old = dict(zip(self._slots(), slots))
-        if decay and self.weight_decay:
-            g = g + self.weight_decay * w
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
+        old = dict(zip(self.slots(), slots))
         new = {"square_avg": self.alpha * old["square_avg"] + (1 - self.alpha) * (g * g)}
         d = new["square_avg"]
         if self.centered:
@@ -435,4 +285,41 @@ class RMSprop(_Stepwise):
         step = g / d
         if self.momentum:
             step = new["momentum_buffer"] = self.momentum * old["momentum_buffer"] + step
-        return (w - lr * step, *(new[name] for name in self._slots()))
+        return (w - lr * step, *(new[name] for name in self.slots()))
+
+
+@attrs.frozen
+class LionState:
+    """The state of :class:`Lion`."""
+
+    t: int  # number of updates taken
+    learning_rate: float  # the next update's learning rate
+    m: Any  # moving average of g, a tree like params
+
+
+@spec
+class Lion(_Shorthands, Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), as
+    lion-pytorch (whose defaults these are). At each update, with learning rate lr:
+
+    w ← w·(1 − lr·weight_decay) (where the mask allows);
+    w ← w − lr·sign(beta1·m + (1 − beta1)·g); m ← beta2·m + (1 − beta2)·g.
+    """
+
+    learning_rate: Any = _rate(1e-4)
+    beta1: float = _unit(0.9)
+    beta2: float = _unit(0.99)
+    weight_decay: float = nonneg_field(0.0)
+    weight_decay_mask: Any = _mask_field()
+    max_grad_norm: float | None = _clip_field()
+
+    State = LionState
+    _decay = DecoupledWeightDecay
+
+    def slots(self) -> tuple[str, ...]:
+        return ("m",)
+
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
+        (m,) = slots
+        direction = np.sign(self.beta1 * m + (1 - self.beta1) * g)
+        return w - lr * direction, self.beta2 * m + (1 - self.beta2) * g

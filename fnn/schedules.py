@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .core import in_range, positive_int, real_float
+from .core import in_range, positive_int, real_float, spec
 
 __all__ = ["Schedule", "Constant", "StepDecay", "ExponentialDecay", "WarmupCosineDecay"]
 
@@ -52,7 +52,16 @@ def _checked(schedule: Any, step: Any) -> int:
     return int(step)
 
 
-@attrs.frozen
+def _scaled_power(scale: float, base: float, exponent: int) -> float:
+    """scale · base^exponent, inf where it overflows a float (a gamma > 1 after many steps;
+    the optimizer then refuses the rate) instead of Python's OverflowError."""
+    try:
+        return scale * base ** exponent
+    except OverflowError:
+        return math.inf if scale else 0.0
+
+
+@spec
 class Constant:
     """lr = value at every step."""
 
@@ -63,7 +72,7 @@ class Constant:
         return self.value
 
 
-@attrs.frozen
+@spec
 class StepDecay:
     """lr = init_value · gamma^(step // step_size), as torch's StepLR."""
 
@@ -72,10 +81,10 @@ class StepDecay:
     gamma: float = attrs.field(default=0.1, converter=real_float, validator=_nonneg)
 
     def __call__(self, step: int) -> float:
-        return self.init_value * self.gamma ** (_checked(self, step) // self.step_size)
+        return _scaled_power(self.init_value, self.gamma, _checked(self, step) // self.step_size)
 
 
-@attrs.frozen
+@spec
 class ExponentialDecay:
     """lr = init_value · gamma^step, as torch's ExponentialLR."""
 
@@ -83,10 +92,10 @@ class ExponentialDecay:
     gamma: float = attrs.field(converter=real_float, validator=_nonneg)
 
     def __call__(self, step: int) -> float:
-        return self.init_value * self.gamma ** _checked(self, step)
+        return _scaled_power(self.init_value, self.gamma, _checked(self, step))
 
 
-@attrs.frozen
+@spec
 class WarmupCosineDecay:
     """Linear warmup, then cosine decay:
 

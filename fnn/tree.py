@@ -7,7 +7,6 @@ is a leaf. Functions here never mutate: they build new containers.
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Callable
 from typing import Any
 
@@ -16,22 +15,43 @@ import numpy as np
 
 from .core import Key, ShapeDtype
 
-__all__ = ["is_leaf", "leaves", "unflatten", "map", "map_multi", "cast", "set_training",
-           "train_mode", "eval_mode"]
+__all__ = ["is_leaf", "children", "leaves", "paths", "items", "path_str", "first_difference",
+           "unflatten", "map", "map_multi", "cast", "set_training", "train_mode", "eval_mode",
+           "describe"]
 
 
 def is_leaf(tree: Any) -> bool:
     """True unless ``tree`` is a tuple, a list or an attrs instance; a random :class:`Key` and
     a :class:`~fnn.core.ShapeDtype` are attrs instances but leaves (one atomic value each)."""
-    if isinstance(tree, (Key, ShapeDtype)):
+    if isinstance(tree, np.ndarray):  # the common case first: every walk asks at every node
         return True
-    return not (isinstance(tree, (tuple, list)) or attrs.has(type(tree)))
+    if isinstance(tree, (tuple, list)):
+        return False
+    return isinstance(tree, (Key, ShapeDtype)) or not attrs.has(type(tree))
+
+
+def _keys(tree: Any) -> list:
+    """The keys of a container's children: indices for tuples and lists, field names for
+    records."""
+    if isinstance(tree, (tuple, list)):
+        return list(range(len(tree)))
+    return [f.name for f in type(tree).__attrs_attrs__]
 
 
 def _children(tree: Any) -> list:
     if isinstance(tree, (tuple, list)):
         return list(tree)
-    return [getattr(tree, f.name) for f in attrs.fields(type(tree))]
+    # __attrs_attrs__ is what attrs.fields returns, without its checks: this runs at every
+    # node of every walk
+    return [getattr(tree, f.name) for f in type(tree).__attrs_attrs__]
+
+
+def children(tree: Any) -> list[tuple[int | str, Any]]:
+    """A container's children with their keys: ``(index, child)`` for a tuple or list,
+    ``(field name, child)`` for an attrs record (declaration order); ``[]`` for a leaf."""
+    if is_leaf(tree):
+        return []
+    return list(zip(_keys(tree), _children(tree)))
 
 
 def _rebuild(tree: Any, children: list) -> Any:
@@ -39,8 +59,7 @@ def _rebuild(tree: Any, children: list) -> Any:
         return children
     if isinstance(tree, tuple):
         return type(tree)(children) if type(tree) is tuple else type(tree)(*children)
-    names = [f.name for f in attrs.fields(type(tree))]
-    return attrs.evolve(tree, **dict(zip(names, children)))
+    return attrs.evolve(tree, **dict(zip(_keys(tree), children)))
 
 
 def leaves(tree: Any) -> list:
@@ -50,6 +69,49 @@ def leaves(tree: Any) -> list:
     return [leaf for child in _children(tree) for leaf in leaves(child)]
 
 
+def items(tree: Any) -> list[tuple[tuple, Any]]:
+    """``(path, leaf)`` for every leaf of ``tree`` in :func:`leaves` order. A path is a tuple of
+    keys (see :func:`children`), e.g. ``(0, "W")`` for the weight of the first layer of a
+    Sequential's params; a leaf's own path is ``()``."""
+    if is_leaf(tree):
+        return [((), tree)]
+    return [((key, *path), leaf) for key, child in children(tree) for path, leaf in items(child)]
+
+
+def paths(tree: Any) -> list[tuple]:
+    """The path of every leaf of ``tree``, in :func:`leaves` order (see :func:`items`)."""
+    return [path for path, _ in items(tree)]
+
+
+def path_str(path: tuple) -> str:
+    """A path as an access expression: ``(0, "W")`` -> ``"[0].W"``; ``()`` -> ``""``."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path)
+
+
+def first_difference(got: Any, like: Any,
+                     same_leaf: Callable[[Any, Any], bool] = lambda g, k: True
+                     ) -> tuple[tuple, Any, Any] | None:
+    """Where tree ``got`` first differs from tree ``like`` (depth-first, in :func:`leaves`
+    order), as ``(path, got's subtree, like's subtree)``, or None if they agree.
+
+    They differ at a container of another type or number of children, at a leaf facing a
+    container, and at two leaves for which ``same_leaf(got_leaf, like_leaf)`` is False (by
+    default leaves always agree: only the structure is compared). Nothing is allocated.
+    """
+    if is_leaf(like):
+        return None if is_leaf(got) and same_leaf(got, like) else ((), got, like)
+    if type(got) is not type(like):  # a leaf, or a container of another type
+        return (), got, like
+    kids_got, kids_like = _children(got), _children(like)
+    if len(kids_got) != len(kids_like):
+        return (), got, like
+    for i, (g, k) in enumerate(zip(kids_got, kids_like)):
+        found = first_difference(g, k, same_leaf)
+        if found is not None:  # the keys are only looked up here
+            return ((_keys(like)[i], *found[0]), *found[1:])
+    return None
+
+
 def map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:  # noqa: A001 - like jax.tree.map
     """Apply ``fn`` leafwise over ``tree`` and trees of the same structure in ``rest``."""
     if is_leaf(tree):
@@ -57,16 +119,28 @@ def map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:  # noqa: A001 - l
             raise ValueError(f"tree structures differ: a leaf ({type(tree).__name__}) where "
                              f"another tree has a container")
         return fn(tree, *rest)
+    groups = [_children(tree)]
     for other in rest:
-        if type(other) is not type(tree) or len(_children(other)) != len(_children(tree)):
+        kids = _children(other) if type(other) is type(tree) else None
+        if kids is None or len(kids) != len(groups[0]):
             raise ValueError(f"tree structures differ: {type(tree).__name__} with "
-                             f"{len(_children(tree))} children vs {type(other).__name__}")
-    kids = [map(fn, *group) for group in zip(_children(tree), *builtins.map(_children, rest))]
-    return _rebuild(tree, kids)
+                             f"{len(groups[0])} children vs {type(other).__name__}")
+        groups.append(kids)
+    return _rebuild(tree, [map(fn, *group) for group in zip(*groups)])
 
 
 def unflatten(like: Any, new_leaves: list) -> Any:
-    """A tree of ``like``'s structure whose leaves are ``new_leaves`` (in ``leaves`` order)."""
+    """A tree of ``like``'s structure whose leaves are ``new_leaves`` (in ``leaves`` order);
+    a ValueError with both counts unless there are exactly as many as ``like`` has leaves."""
+    new_leaves = list(new_leaves)
+    n = len(leaves(like))
+    if len(new_leaves) != n:
+        raise ValueError(f"fnn.tree.unflatten: the tree has {n} leaves, got {len(new_leaves)} "
+                         f"new leaves")
+    return _fill(like, new_leaves)
+
+
+def _fill(like: Any, new_leaves: list) -> Any:
     it = iter(new_leaves)
     return map(lambda _: next(it), like)
 
@@ -76,7 +150,7 @@ def map_multi(fn: Callable[..., tuple], n_outputs: int, tree: Any, *rest: Any) -
     ``n_outputs`` trees of ``tree``'s structure."""
     results: list = []
     map(lambda *args: results.append(fn(*args)), tree, *rest)
-    return tuple(unflatten(tree, [r[i] for r in results]) for i in range(n_outputs))
+    return tuple(_fill(tree, [r[i] for r in results]) for i in range(n_outputs))
 
 
 def cast(tree: Any, dtype: Any) -> Any:
@@ -109,3 +183,37 @@ def eval_mode(state: Any) -> Any:
     """``state`` with every layer in evaluation mode (BatchNorm uses its moving statistics,
     Dropout is the identity)."""
     return set_training(state, False)
+
+
+def describe(tree: Any, width: int = 88) -> str:
+    """A shape-only text form of a params / state / cache tree, e.g.
+    ``LinearParams(W=float32[128, 64], b=float32[128])``.
+
+    Arrays (and :class:`fnn.core.ShapeDtype` leaves) print as ``dtype[shape]``, other leaves
+    (numbers, keys, None) as their repr; records as ``Name(field=...)``, tuples as ``(...)``,
+    lists as ``[...]``. A container whose one-line form would pass ``width`` characters is
+    written one child per line, indented by two spaces per level.
+    """
+    return _describe(tree, 0, width)
+
+
+def _describe(tree: Any, indent: int, width: int) -> str:
+    if isinstance(tree, np.ndarray):
+        return repr(ShapeDtype(tree.shape, tree.dtype))
+    if is_leaf(tree):
+        return repr(tree)
+    named = attrs.has(type(tree))
+    kids = [(f"{k}=" if named else "") + _describe(c, 0, 10**9) for k, c in children(tree)]
+    if named:
+        open_, close = f"{type(tree).__name__}(", ")"
+    elif isinstance(tree, list):
+        open_, close = "[", "]"
+    else:
+        open_, close = ("(", ",)") if len(kids) == 1 else ("(", ")")
+    one_line = open_ + ", ".join(kids) + close
+    if indent + len(one_line) <= width or not kids:
+        return one_line
+    pad = " " * (indent + 2)
+    lines = [pad + (f"{k}=" if named else "") + _describe(c, indent + 2, width) + ","
+             for k, c in children(tree)]
+    return "\n".join([open_, *lines, " " * indent + close.lstrip(",")])

@@ -4,7 +4,9 @@ Each block runs alone in a fresh interpreter (a subprocess, cwd a new temporary 
 repository's fnn and compat first on the path), so a block that relies on names from an earlier
 one, on files of the repository or on the current directory fails here. A block that is not
 meant to run (a summary of signatures) is marked by the line right above its fence:
-``<!-- not-run: the reason -->``; the reason is the skip message.
+``<!-- not-run: the reason -->``; the reason is the skip message. A block that goes on from the
+one before it in the same file (a worked example in steps) is marked
+``<!-- continues: what it uses -->``: it runs after that block, in the same interpreter.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOT_RUN = re.compile(r"<!--\s*not-run:\s*(.+?)\s*-->")
+CONTINUES = re.compile(r"<!--\s*continues:\s*(.+?)\s*-->")
 
 
 def python_blocks(path: Path) -> list[tuple[int, str, str | None]]:
@@ -34,8 +37,13 @@ def python_blocks(path: Path) -> list[tuple[int, str, str | None]]:
                 raise AssertionError(f"{path.name}:{start + 1}: a ```python block is not closed")
             above = lines[start - 1] if start > 0 else ""
             marked = NOT_RUN.search(above)
-            blocks.append((start + 1, "\n".join(lines[start + 1:end]) + "\n",
-                           marked.group(1) if marked else None))
+            code = "\n".join(lines[start + 1:end]) + "\n"
+            if CONTINUES.search(above):
+                if not blocks:
+                    raise AssertionError(f"{path.name}:{start + 1}: a 'continues' block with "
+                                         f"no block before it")
+                code = blocks[-1][1] + "\n" + code
+            blocks.append((start + 1, code, marked.group(1) if marked else None))
             i = end
         i += 1
     return blocks
@@ -50,11 +58,12 @@ def test_the_docs_have_python_blocks():
 
 
 def test_not_run_markers_sit_on_python_blocks():
-    """A not-run marker must be right above a ```python fence (else it marks nothing)."""
+    """A not-run or continues marker must be right above a ```python fence (else it marks
+    nothing)."""
     for path in DOCS:
         lines = path.read_text(encoding="utf-8").splitlines()
         for i, line in enumerate(lines):
-            if NOT_RUN.search(line):
+            if NOT_RUN.search(line) or CONTINUES.search(line):
                 assert i + 1 < len(lines) and lines[i + 1].strip() == "```python", \
                     f"{path.name}:{i + 1}: a not-run marker that is not above a ```python block"
 

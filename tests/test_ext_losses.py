@@ -146,7 +146,9 @@ def test_gradients_float64(problem):
     check_loss_gradients(scalar_criterion(crit, y, t), y, t)
 
 
-@given(problem=problems(), dloss=st.floats(-2.0, 2.0))
+# dloss in the normal range: with a subnormal dloss (e.g. 2.2e-308) the products lose their
+# relative precision (gradual underflow), whatever the order of the operations
+@given(problem=problems(), dloss=st.floats(-2.0, 2.0).filter(lambda v: v == 0 or abs(v) > 1e-290))
 def test_scalar_dloss_scales_the_gradient(problem, dloss):
     crit, y, t = problem
     if crit.reduction == "none":

@@ -1,9 +1,9 @@
-"""Optimizers: known answers (Adam two steps, SGD momentum by hand), the classic formulas to the
-bit, trees of tuples/lists/attrs records, dtypes, purity, hyperparameter checks."""
+"""Optimizers: the generic tests over the one case table (tests/optim_cases.py: trees, dtypes,
+purity, the checks of grads and state), steps by hand for every optimizer (Adam, SGDMomentum,
+SGD, AdamW, RMSprop, Lion), the classic formulas to the bit, and where the torch forms meet the
+classic ones."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import attrs
 import hypothesis.extra.numpy as hnp
@@ -12,19 +12,160 @@ import pytest
 from cases import input_values
 from hypothesis import given
 from hypothesis import strategies as st
+from optim_cases import ALL, LEAFWISE, Block, a_tree, inner, run
 
 import fnn
 from fnn import tree
 from fnn.linear import LinearParams
+from fnn.optim import decay_mask
 from fnn.testing import read_only
 
+# --- generic: every optimizer of the table ------------------------------------------------------
 
-def run(opt: Any, params: Any, grads: list) -> tuple[Any, Any]:
+
+@pytest.mark.parametrize("name", LEAFWISE)
+def test_update_over_trees_equals_update_of_each_leaf(name):
+    opt = LEAFWISE[name]
+    params, grads = a_tree(), tree.map(lambda p: -p, a_tree())
+    new, state = run(opt, params, [grads, grads])
+    tree.map(lambda u, v: u, params, new)  # the same structure (tuples, lists, records)
+    assert isinstance(new[0], LinearParams) and isinstance(new[2], list)
+    assert isinstance(new[2][1], Block)
+    mask = tree.leaves(decay_mask(getattr(opt, "weight_decay_mask", None), params))
+    for p, g, got, decayed in zip(tree.leaves(params), tree.leaves(grads), tree.leaves(new),
+                                  mask):
+        alone_opt = opt if decayed else attrs.evolve(opt, weight_decay=0.0)
+        (alone,), _ = run(alone_opt, (p,), [(g,), (g,)])
+        np.testing.assert_array_equal(got, alone)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("grad_dtype", [np.float32, np.float64])
+def test_update_keeps_param_dtype(name, dtype, grad_dtype):
+    opt = ALL[name]
+    params, grads = a_tree(dtype), a_tree(grad_dtype, seed=4)
+    new, state = run(opt, params, [grads, grads])
+    arrays = [a for a in tree.leaves((new, state)) if isinstance(a, np.ndarray)]
+    n_slots = len(inner(opt).slots())
+    assert len(arrays) == len(tree.leaves(params)) * (1 + n_slots)
+    assert all(a.dtype == dtype for a in arrays)
+    if hasattr(state, "learning_rate"):
+        assert type(state.learning_rate) is float
+    assert getattr(state, "t", 2) == 2
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_update_is_pure(name):
+    opt = ALL[name]
+    params, grads = a_tree(), a_tree(seed=5)
     state = opt.init(params)
-    for g in grads:
-        params, state = opt.update(params, g, state)
-    return params, state
+    for _ in range(2):  # past the first step (SGD's buffer starts as a copy of g)
+        state1 = opt.update(params, grads, state)[1]
+        originals = tree.map(lambda a: a.copy() if isinstance(a, np.ndarray) else a,
+                             (params, grads, state1))
+        frozen = read_only((params, grads, state1))
+        out = opt.update(*frozen)
+        again = opt.update(*frozen)
+        for u, v in zip(tree.leaves((originals, out)), tree.leaves((frozen, again))):
+            np.testing.assert_array_equal(u, v)
+        inputs = [b for b in tree.leaves(frozen) if isinstance(b, np.ndarray)]
+        for a in tree.leaves(out):
+            if isinstance(a, np.ndarray):
+                assert not any(np.may_share_memory(a, b) for b in inputs)
+        state = state1
 
+
+def _with_leaf(t, path, value):
+    """``t`` with the leaf at ``path`` replaced by ``value``."""
+    return tree.unflatten(t, [value if p == path else x for p, x in tree.items(t)])
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("bad", [(1, 3), (3, 1), (2,), ()], ids=str)
+def test_a_grad_of_another_shape_is_refused_before_any_work(name, bad):
+    """Where numpy would broadcast (a (1, 3) gradient for a (3,) param gives a (1, 3) param),
+    every optimizer raises a ValueError naming itself, the leaf's path and both shapes."""
+    opt, params = ALL[name], a_tree()
+    state = opt.init(params)
+    grads = _with_leaf(a_tree(seed=6), (2, 1, "rest", 0), np.ones(bad))
+    with pytest.raises(ValueError) as info:
+        opt.update(params, grads, state)
+    msg = str(info.value)
+    assert type(inner(opt)).__name__ in msg and "grads[2][1].rest[0]" in msg
+    assert str(bad) in msg and "(3,)" in msg
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_state_slot_of_another_shape_or_dtype_is_refused(name):
+    opt, params = ALL[name], a_tree()
+    state = opt.init(params)
+    for slot in inner(opt).slots():
+        bad = attrs.evolve(state, **{slot: _with_leaf(getattr(state, slot), (0, "W"),
+                                                      np.zeros((3, 2)))})
+        with pytest.raises(ValueError, match=rf"state\.{slot}\[0\]\.W has shape \(3, 2\), "
+                                             rf"the param params\[0\]\.W has shape \(2, 3\)"):
+            opt.update(params, params, bad)
+        bad = attrs.evolve(state, **{slot: tree.cast(getattr(state, slot), np.float32)})
+        with pytest.raises(TypeError, match="dtype float32, the param has dtype float64"):
+            opt.update(params, params, bad)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_mismatched_structures_are_refused(name):
+    opt, params = ALL[name], a_tree()
+    state = opt.init(params)
+    with pytest.raises(ValueError, match=r"grads\[2\] is a tuple of 2 where params\[2\] is a "
+                                         r"list of 2"):
+        opt.update(params, (params[0], params[1], tuple(params[2])), state)
+    with pytest.raises(ValueError, match=r"grads\[0\] is an array of shape \(3,\) and dtype "
+                                         r"float64 where params\[0\] is a LinearParams of 2"):
+        opt.update(params, (np.zeros(3), *params[1:]), state)
+    with pytest.raises(ValueError, match="grads is a tuple of 2 where params is a tuple of 3"):
+        opt.update(params, params[:2], state)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_state_of_another_optimizer_is_a_type_error(name):
+    opt, params = ALL[name], a_tree()
+    other = fnn.SGDMomentum(0.1) if not isinstance(inner(opt), fnn.SGDMomentum) else fnn.Adam()
+    with pytest.raises(TypeError, match=f"{type(inner(opt)).__name__}.update: state must be"):
+        opt.update(params, params, other.init(params))
+    with pytest.raises(TypeError, match="state must be"):
+        opt.update(params, params, None)
+
+
+def test_state_of_another_configuration_is_refused():
+    params = a_tree()
+    with pytest.raises(ValueError, match="state.momentum_buffer is None where params is a tuple"):
+        fnn.SGD(0.1, momentum=0.9).update(params, params, fnn.SGD(0.1).init(params))
+    state = attrs.evolve(fnn.Adam().init(params), t=-1)
+    with pytest.raises(ValueError, match="state.t must be a non-negative integer"):
+        fnn.Adam().update(params, params, state)
+
+
+@pytest.mark.parametrize("leaf", [np.arange(3), np.ones(3, bool), np.ones(3, np.float16), 1.5,
+                                  None])
+def test_params_must_be_floating_arrays(leaf):
+    params = (np.ones(2), leaf)
+    with pytest.raises(TypeError, match=r"Adam.init: params\[1\] is"):
+        fnn.Adam().init(params)
+    state = fnn.Adam().init((np.ones(2), np.ones(3)))
+    with pytest.raises((TypeError, ValueError), match=r"Adam.update: .*\[1\]"):
+        fnn.Adam().update(params, (np.ones(2), np.ones(3)), state)
+
+
+def test_the_issue_examples():
+    with pytest.raises(ValueError, match=r"SGD.update: grads\[0\] has shape \(1, 3\)"):
+        fnn.SGD(0.1).update((np.zeros(3),), (np.ones((1, 3)),), fnn.SGD(0.1).init(
+            (np.zeros(3),)))
+    state = fnn.Adam().init((np.zeros(2),))
+    state = attrs.evolve(state, m=(np.zeros((3, 2)),), v=(np.zeros((3, 2)),))
+    with pytest.raises(ValueError, match=r"Adam.update: state.m\[0\] has shape \(3, 2\)"):
+        fnn.Adam().update((np.zeros(2),), (np.ones(2),), state)
+
+
+# --- steps by hand ------------------------------------------------------------------------------
 
 def test_adam_two_steps_known_values():
     w = np.arange(10.0)
@@ -57,7 +198,69 @@ def test_sgd_momentum_three_steps_by_hand():
     np.testing.assert_allclose(w3, w0 - v1 - v2 - v3, rtol=1e-14)
 
 
-# --- the classic formulas, to the bit ------------------------------------------------------
+def test_sgd_steps_by_hand():
+    w, g1, g2 = np.array([1.0, -2.0]), np.array([1.0, 2.0]), np.array([-1.0, 0.5])
+    # plain with weight decay: g + wd*w
+    (got,), _ = run(fnn.SGD(0.1, weight_decay=0.5), (w,), [(g1,)])
+    np.testing.assert_allclose(got, w - 0.1 * (g1 + 0.5 * w), rtol=1e-15)
+    # momentum: b1 = g1 (no dampening at the first step), b2 = 0.9 b1 + 0.75 g2
+    (got,), state = run(fnn.SGD(0.1, momentum=0.9, dampening=0.25), (w,), [(g1,), (g2,)])
+    b2 = 0.9 * g1 + 0.75 * g2
+    np.testing.assert_allclose(state.momentum_buffer[0], b2, rtol=1e-15)
+    np.testing.assert_allclose(got, w - 0.1 * g1 - 0.1 * b2, rtol=1e-15)
+    # nesterov: step with g + momentum*b
+    (got,), _ = run(fnn.SGD(0.1, momentum=0.9, nesterov=True), (w,), [(g1,), (g2,)])
+    b2 = 0.9 * g1 + g2
+    np.testing.assert_allclose(got, w - 0.1 * (g1 + 0.9 * g1) - 0.1 * (g2 + 0.9 * b2),
+                               rtol=1e-15)
+
+
+def test_adamw_first_step_by_hand():
+    """At t = 1 the bias-corrected m/sqrt(v) is g/|g|: the step is lr·sign(g) (up to
+    epsilon), after w shrank by (1 - lr·wd)."""
+    w, g = np.array([1.0, -2.0, 3.0]), np.array([0.5, -4.0, 0.0])
+    with np.errstate(invalid="ignore"):
+        (got,), state = run(fnn.AdamW(0.01, weight_decay=0.1, epsilon=0.0), (w,), [(g,)])
+    shrunk = w * (1 - 0.01 * 0.1)
+    np.testing.assert_allclose(got[:2], shrunk[:2] - 0.01 * np.sign(g[:2]), rtol=1e-15)
+    assert np.isnan(got[2])  # 0/0 with epsilon = 0, as torch
+    np.testing.assert_allclose(state.m[0], 0.1 * g, rtol=1e-15)
+    np.testing.assert_allclose(state.v[0], 0.001 * g * g, rtol=1e-15)
+
+
+def test_rmsprop_steps_by_hand():
+    w, g = np.array([1.0, -2.0]), np.array([0.5, -4.0])
+    (got,), state = run(fnn.RMSprop(0.01, alpha=0.9, epsilon=0.0), (w,), [(g,)])
+    np.testing.assert_allclose(state.square_avg[0], 0.1 * g * g, rtol=1e-15)
+    np.testing.assert_allclose(got, w - 0.01 * g / np.sqrt(0.1 * g * g), rtol=1e-15)
+    (got,), state = run(fnn.RMSprop(0.01, alpha=0.9, epsilon=0.0, centered=True), (w,), [(g,)])
+    np.testing.assert_allclose(state.grad_avg[0], 0.1 * g, rtol=1e-15)
+    np.testing.assert_allclose(got, w - 0.01 * g / np.sqrt(0.1 * g * g - 0.01 * g * g),
+                               rtol=1e-14)
+    assert state.momentum_buffer is None
+
+
+def test_lion_two_steps_by_hand():
+    """lr 0.1, weight decay 0.5 (w shrinks by 1 - 0.05 each step), betas (0.9, 0.99):
+    step 1, m = 0: sign(0.1·g1) = (1, -1, 0); w1 = 0.95·w - 0.1·(1, -1, 0) = (0.85, -1.8, 2.85);
+    m1 = 0.01·g1 = (0.005, -0.04, 0).
+    step 2: 0.9·m1 + 0.1·g2 = (-0.0955, 0.064, 0.2), sign (-1, 1, 1);
+    w2 = 0.95·w1 - 0.1·(-1, 1, 1) = (0.9075, -1.81, 2.6075);
+    m2 = 0.99·m1 + 0.01·g2 = (-0.00505, -0.0296, 0.02)."""
+    w = np.array([1.0, -2.0, 3.0])
+    g1, g2 = np.array([0.5, -4.0, 0.0]), np.array([-1.0, 1.0, 2.0])
+    opt = fnn.Lion(0.1, weight_decay=0.5)
+    (w1,), state = run(opt, (w,), [(g1,)])
+    np.testing.assert_allclose(w1, [0.85, -1.8, 2.85], rtol=1e-15)
+    np.testing.assert_allclose(state.m[0], [0.005, -0.04, 0.0], rtol=1e-15)
+    (w2,), state = opt.update((w1,), (g2,), state)
+    np.testing.assert_allclose(w2, [0.9075, -1.81, 2.6075], rtol=1e-15)
+    np.testing.assert_allclose(state.m[0], [-0.00505, -0.0296, 0.02], rtol=1e-14)
+    assert state.t == 2 and state.learning_rate == 0.1
+    assert fnn.Lion() == fnn.Lion(1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0)
+
+
+# --- the classic formulas, to the bit -----------------------------------------------------------
 
 def classic_sgd(w, g, v, lr, momentum):
     v = momentum * v + lr * g
@@ -105,70 +308,22 @@ def test_adam_matches_classic_formula_bitwise(data, lr, beta1, beta2, eps, steps
     assert state.t == steps
 
 
-# --- trees, dtypes, purity ---------------------------------------------------------------
+# --- where the torch forms meet the classic ones ------------------------------------------------
 
-@attrs.frozen
-class Block:
-    w: np.ndarray
-    rest: list
-
-
-OPTIMIZERS = [fnn.SGDMomentum(learning_rate=0.1, momentum=0.9), fnn.Adam(learning_rate=0.01)]
-OPT_IDS = ["sgd", "adam"]
-
-
-def a_tree(dtype: Any = np.float64) -> tuple:
-    """A params-like tree of tuples, lists and attrs records (and an empty entry)."""
-    r = fnn.generator(3)
-    a = lambda *shape: r.standard_normal(shape).astype(dtype)  # noqa: E731
-    return (LinearParams(W=a(2, 3), b=a(2)), (), [a(4), Block(w=a(1, 2), rest=[a(3)])])
+@given(lr=st.floats(1e-3, 0.5), momentum=st.floats(0.0, 0.95))
+def test_sgd_equals_classic_sgd_momentum_for_a_constant_rate(lr, momentum):
+    params, grads = a_tree(), [a_tree(seed=s) for s in range(5)]
+    ours, _ = run(fnn.SGD(lr, momentum=momentum), params, grads)
+    classic, _ = run(fnn.SGDMomentum(lr, momentum=momentum), params, grads)
+    for a, b in zip(tree.leaves(ours), tree.leaves(classic)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("opt", OPTIMIZERS, ids=OPT_IDS)
-def test_update_over_trees_equals_update_of_each_leaf(opt):
-    params, grads = a_tree(), tree.map(lambda p: -p, a_tree())
-    new, state = run(opt, params, [grads, grads])
-    tree.map(lambda u, v: u, params, new)  # the same structure (tuples, lists, records)
-    assert isinstance(new[0], LinearParams) and isinstance(new[2], list)
-    assert isinstance(new[2][1], Block)
-    for p, g, got in zip(tree.leaves(params), tree.leaves(grads), tree.leaves(new)):
-        (alone,), _ = run(opt, (p,), [(g,), (g,)])
-        np.testing.assert_array_equal(got, alone)
-
-
-@pytest.mark.parametrize("opt", OPTIMIZERS + [
-    fnn.SGDMomentum(learning_rate=np.float64(0.1), momentum=np.float64(0.9)),
-    fnn.Adam(*map(np.float64, (0.01, 0.9, 0.999, 1e-8)))],
-    ids=OPT_IDS + ["sgd-numpy-scalars", "adam-numpy-scalars"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("grad_dtype", [np.float32, np.float64])
-def test_update_keeps_param_dtype(opt, dtype, grad_dtype):
-    params, grads = a_tree(dtype), a_tree(grad_dtype)
-    new, state = run(opt, params, [grads, grads])
-    arrays = [a for a in tree.leaves((new, state)) if isinstance(a, np.ndarray)]
-    assert len(arrays) == len(tree.leaves(params)) * (2 if isinstance(opt, fnn.SGDMomentum) else 3)
-    assert all(a.dtype == dtype for a in arrays)
-
-
-@pytest.mark.parametrize("opt", OPTIMIZERS, ids=OPT_IDS)
-def test_update_is_pure(opt):
-    params, grads = a_tree(), a_tree()
-    state = opt.init(params)
-    state1 = opt.update(params, grads, state)[1]
-    originals = tree.map(np.copy, (params, grads, state1))
-    frozen = read_only((params, grads, state1))
-    out = opt.update(*frozen)
-    again = opt.update(*frozen)
-    for u, v in zip(tree.leaves((originals, out)), tree.leaves((frozen, again))):
-        np.testing.assert_array_equal(u, v)
-    inputs = tree.leaves(frozen)
-    for a in tree.leaves(out):
-        if isinstance(a, np.ndarray):
-            assert not any(np.may_share_memory(a, b) for b in inputs if isinstance(b, np.ndarray))
-
-
-def test_hyperparameters_are_inspectable_and_named_as_in_the_homework():
-    assert attrs.asdict(fnn.SGDMomentum(learning_rate=0.1, momentum=0.9)) == {
-        "learning_rate": 0.1, "momentum": 0.9}
-    assert attrs.asdict(fnn.Adam()) == {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999,
-                                        "epsilon": 1e-8}
+def test_adamw_without_decay_or_epsilon_equals_classic_adam():
+    """The two forms differ only in where epsilon goes (see docs/layers.md)."""
+    params, grads = a_tree(), [a_tree(seed=s) for s in range(5)]
+    ours, state = run(fnn.AdamW(0.01, weight_decay=0.0, epsilon=0.0), params, grads)
+    classic, classic_state = run(fnn.Adam(0.01, epsilon=0.0), params, grads)
+    for a, b in zip(tree.leaves((ours, state.m, state.v)),
+                    tree.leaves((classic, classic_state.m, classic_state.v))):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)

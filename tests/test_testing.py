@@ -274,9 +274,3 @@ except ImportError as err:
                          check=True, cwd=Path(__file__).parent.parent).stdout
     assert "fnn.testing.strategies needs hypothesis" in out and "pip install" in out
 
-
-def test_the_extending_guide_runs():
-    """The Python blocks of docs/extending.md, in order, as one script."""
-    text = (Path(__file__).parent.parent / "docs" / "extending.md").read_text()
-    code = "\n".join(block.split("```")[0] for block in text.split("```python\n")[1:])
-    exec(compile(code, "docs/extending.md", "exec"), {"__name__": "extending"})

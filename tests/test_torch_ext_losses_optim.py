@@ -1,6 +1,6 @@
 """PyTorch reference tests for the PyTorch-style criteria (CrossEntropy, NLLLoss, BCEWithLogits,
-L1, Huber), the optimizers SGD, AdamW and RMSprop, the learning-rate schedules and
-clip_by_global_norm.
+L1, Huber), the optimizers SGD, AdamW, RMSprop and Lion (against lion-pytorch's update, written
+here in torch ops), the learning-rate schedules and clip_by_global_norm.
 
 Criteria: loss and dy against torch.nn.functional and autograd (for reduction "none", the
 gradient of sum(dloss * loss) for a random dloss), over every combination of target kind, class
@@ -370,10 +370,43 @@ def rmsprop_torch(o: fnn.RMSprop) -> Callable:
                                               centered=o.centered)
 
 
+LION_CONFIGS = {
+    "default": dict(learning_rate=0.01),
+    "betas, weight_decay, mask": dict(learning_rate=0.02, beta1=0.8, beta2=0.9, weight_decay=0.5,
+                                      weight_decay_mask=fnn.optim.rank_at_least_2),
+    "clipped": dict(learning_rate=0.01, weight_decay=0.1, max_grad_norm=0.2),
+}
+
+
+class TorchLion(torch.optim.Optimizer):
+    """The reference Lion (Chen et al. 2023) in torch ops, as lion-pytorch's update: the weight
+    shrinks by 1 - lr·weight_decay, steps by -lr·sign(beta1·m + (1 - beta1)·g), then
+    m <- beta2·m + (1 - beta2)·g."""
+
+    def __init__(self, params: Any, lr: float, betas: tuple, weight_decay: float) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            (beta1, beta2), lr = group["betas"], group["lr"]
+            for p in group["params"]:
+                m = self.state[p].setdefault("exp_avg", torch.zeros_like(p))
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_((m * beta1 + p.grad * (1 - beta1)).sign(), alpha=-lr)
+                m.mul_(beta2).add_(p.grad, alpha=1 - beta2)
+
+
+def lion_torch(o: fnn.Lion) -> Callable:
+    return lambda groups: TorchLion(groups, lr=lr_kw(o), betas=(o.beta1, o.beta2),
+                                    weight_decay=o.weight_decay)
+
+
 OPTIMIZER_CASES: dict[str, tuple] = {}
 for cls, torch_of, configs in ((fnn.SGD, sgd_torch, SGD_CONFIGS),
                                (fnn.AdamW, adamw_torch, ADAMW_CONFIGS),
-                               (fnn.RMSprop, rmsprop_torch, RMSPROP_CONFIGS)):
+                               (fnn.RMSprop, rmsprop_torch, RMSPROP_CONFIGS),
+                               (fnn.Lion, lion_torch, LION_CONFIGS)):
     for label, kw in configs.items():
         OPTIMIZER_CASES[f"{cls.__name__} {label}"] = (cls(**kw), torch_of, None)
 
@@ -397,6 +430,11 @@ OPTIMIZER_CASES["SGD nesterov + cosine, clipped, masked"] = (
     sgd_torch, lambda opt: lr_sched.CosineAnnealingLR(opt, T_max=STEPS))
 
 
+OPTIMIZER_CASES["Lion + ExponentialDecay"] = (
+    fnn.Lion(schedules.ExponentialDecay(0.02, gamma=0.9)), lion_torch,
+    lambda opt: lr_sched.ExponentialLR(opt, gamma=0.9))
+
+
 def optimizer_case(name: str, dtype: type) -> Compared:
     ours, torch_of, scheduler = OPTIMIZER_CASES[name]
     with warnings.catch_warnings():  # SequentialLR passes an epoch to step(): deprecated
@@ -415,7 +453,7 @@ def test_optimizer_trajectory_matches_torch(name: str, dtype: type) -> None:
 def test_trajectories_move() -> None:
     """The comparison is not vacuous: the parameters move by far more than the tolerance."""
     start = tree.leaves(mlp_params(np.float64))
-    for name in ("SGD plain", "AdamW default", "RMSprop default"):
+    for name in ("SGD plain", "AdamW default", "RMSprop default", "Lion default"):
         ours = OPTIMIZER_CASES[name][0]
         params, state = mlp_params(np.float64), ours.init(mlp_params(np.float64))
         for _ in range(STEPS):

@@ -1,4 +1,5 @@
-"""fnn.tree (map, leaves, unflatten, map_multi, cast, modes) and random keys."""
+"""fnn.tree (map, leaves, children, items/paths, first_difference, unflatten, map_multi, cast,
+modes, describe) and random keys."""
 
 from __future__ import annotations
 
@@ -37,17 +38,12 @@ trees = st.recursive(
     max_leaves=8)
 
 
-def children(t: Any) -> list:
-    return list(t) if isinstance(t, (tuple, list)) else [getattr(t, f.name)
-                                                         for f in attrs.fields(type(t))]
-
-
 def assert_same_tree(u: Any, v: Any) -> None:
     """Same container types all the way down and equal leaves (arrays: same dtype and values)."""
     assert type(u) is type(v)
     if not tree.is_leaf(u):
-        assert len(children(u)) == len(children(v))
-        for cu, cv in zip(children(u), children(v)):
+        assert [k for k, _ in tree.children(u)] == [k for k, _ in tree.children(v)]
+        for (_, cu), (_, cv) in zip(tree.children(u), tree.children(v)):
             assert_same_tree(cu, cv)
     elif isinstance(u, np.ndarray):
         assert u.dtype == v.dtype
@@ -105,6 +101,82 @@ def test_structure_mismatch_raises(a, b):
         tree.map(lambda u, v: u, a, b)
     with pytest.raises(ValueError, match="structure"):
         tree.map_multi(lambda u, v: (u, v), 2, a, b)
+
+
+@given(t=trees)
+def test_items_paths_and_children_agree_with_leaves(t):
+    found = tree.items(t)
+    assert [leaf for _, leaf in found] == tree.leaves(t) or all(
+        a is b for (_, a), b in zip(found, tree.leaves(t)))
+    assert tree.paths(t) == [p for p, _ in found]
+    for path, leaf in found:  # each path leads to its leaf
+        node = t
+        for key in path:
+            node = dict(tree.children(node))[key]
+        assert node is leaf
+    assert tree.first_difference(t, t) is None
+
+
+def test_paths_children_and_path_str():
+    t = (Pair(a=np.zeros(2), b=[1, None]), (), [3])
+    assert tree.paths(t) == [(0, "a"), (0, "b", 0), (0, "b", 1), (2, 0)]
+    assert [k for k, _ in tree.children(t[0])] == ["a", "b"]
+    assert tree.children(np.zeros(2)) == [] and tree.children(fnn.Key(1)) == []
+    assert tree.path_str((0, "b", 1)) == "[0].b[1]" and tree.path_str(()) == ""
+    assert tree.items(5) == [((), 5)]
+
+
+def test_first_difference_names_the_path():
+    like = (Pair(a=np.zeros(2), b=[np.zeros(3)]), ())
+    same_shape = lambda g, k: np.shape(g) == np.shape(k)  # noqa: E731
+    got = (Pair(a=np.zeros(2), b=[np.zeros(4)]), ())
+    path, g, k = tree.first_difference(got, like, same_shape)
+    assert path == (0, "b", 0) and g.shape == (4,) and k.shape == (3,)
+    assert tree.first_difference(got, like) is None  # structure only by default
+    assert tree.first_difference((Pair(1, (2,)), ()), like)[0] == (0, "b")  # tuple vs list
+    assert tree.first_difference((like[0],), like)[0] == ()  # lengths differ
+    assert tree.first_difference((like[0], None), like)[:2] == ((1,), None)  # leaf vs container
+
+
+@pytest.mark.parametrize("n", [0, 2, 4, 10])
+def test_unflatten_needs_exactly_one_leaf_per_leaf(n):
+    like = (np.zeros(1), [np.zeros(2), Pair(1, 2)])  # 4 leaves
+    if n == 4:
+        assert tree.leaves(tree.unflatten(like, list(range(4)))) == [0, 1, 2, 3]
+        return
+    with pytest.raises(ValueError, match=f"the tree has 4 leaves, got {n} new leaves"):
+        tree.unflatten(like, list(range(n)))
+
+
+def test_describe_shapes_only():
+    from fnn.core import ShapeDtype
+    from fnn.linear import LinearParams
+
+    p = LinearParams(W=np.zeros((128, 64), np.float32), b=np.zeros(128, np.float32))
+    assert tree.describe(p) == "LinearParams(W=float32[128, 64], b=float32[128])"
+    shapes = LinearParams(W=ShapeDtype((128, 64), "float32"), b=ShapeDtype((128,), np.float32))
+    assert tree.describe(shapes) == tree.describe(p)
+    assert tree.describe((np.zeros(3),)) == "(float64[3],)"
+    assert tree.describe([(), fnn.Key(3), 1.5, None, np.float64(2)]) == \
+        "[(), Key(seed=3), 1.5, None, np.float64(2.0)]"
+    assert tree.describe(np.zeros(())) == "float64[]"
+    big = fnn.Sequential([fnn.Linear(784, 512), fnn.ReLU(), fnn.Linear(512, 10)]).init(0)[0]
+    text = tree.describe(fnn.Adam().init(big))
+    assert text == """AdamState(
+  t=0,
+  m=(
+    LinearParams(W=float64[512, 784], b=float64[512]),
+    (),
+    LinearParams(W=float64[10, 512], b=float64[10]),
+  ),
+  v=(
+    LinearParams(W=float64[512, 784], b=float64[512]),
+    (),
+    LinearParams(W=float64[10, 512], b=float64[10]),
+  ),
+)"""
+    assert all(len(line) <= 88 for line in text.splitlines())
+    assert len(tree.describe(big, width=200).splitlines()) == 1
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
