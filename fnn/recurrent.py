@@ -106,8 +106,7 @@ class Recurrent(Layer):
         return (n, t, self.hidden_size)
 
     def kink_distance(self, params: RecurrentParams, state: Any, x: np.ndarray) -> float:
-        """How far the pre-activations are from a non-differentiable point (for
-        ``fnn.testing``'s finite-difference checks): inf, the cells are smooth."""
+        """Distance of the pre-activations to a kink (``fnn.testing``): inf, smooth cells."""
         return np.inf
 
     def init(self, key: int | Key) -> tuple[RecurrentParams, tuple]:
@@ -248,10 +247,8 @@ class RNN(Recurrent):
         this input; inf for "tanh"."""
         if self.nonlinearity == "tanh":
             return np.inf
-        _, cache = self.forward(params, state, x)
-        rows = cache.x.shape[0] * cache.x.shape[1]
-        pre = (cache.x.reshape(rows, self.input_size) @ params.W_ih.T + params.b_ih + params.b_hh
-               + cache.h[:-1].reshape(rows, self.hidden_size) @ params.W_hh.T)
+        _, c = self.forward(params, state, x)
+        pre = c.x @ params.W_ih.T + params.b_ih + params.b_hh + c.h[:-1] @ params.W_hh.T
         return float(np.abs(pre).min(initial=np.inf))
 
     def _step(self, t, xw, hw, consts, hs, saved):
