@@ -39,6 +39,8 @@ from .normalization import BatchNorm2d, BatchNormalization, LayerNorm
 from .optim import SGD, Adam, AdamW, Lion, RMSprop, SGDMomentum, clip_by_global_norm
 from .parallel import set_num_threads, threads
 from .pooling import AvgPool1d, AvgPool2d, GlobalAvgPool2d, MaxPool1d, MaxPool2d
+from .recurrent import GRU, LSTM, RNN
+from .sequence import Bidirectional, LastStep
 from .sequential import Residual, Sequential
 from .shape import Flatten
 from .summarize import summary
@@ -61,4 +63,5 @@ __all__ = [
     "Conv1d", "MaxPool1d", "AvgPool1d", "GroupNorm", "Lion", "transforms",
     "Embedding", "PositionalEmbedding", "SinusoidalPositions", "MultiHeadAttention",
     "TransformerEncoderLayer",
+    "RNN", "LSTM", "GRU", "Bidirectional", "LastStep",
 ]

@@ -1,7 +1,8 @@
 """``python -m fnn`` (or the ``fnn`` console script): train a classifier on the digits.
 
 By default an MLP on the 8x8 digits that scikit-learn ships (no download), 80/20 split by the
-seed; ``--model cnn`` trains a small CNN (Conv2d, MaxPool2d, BatchNormalization, Dropout);
+seed; ``--model cnn`` trains a small CNN (Conv2d, MaxPool2d, BatchNormalization, Dropout),
+``--model lstm`` / ``gru`` a recurrent classifier on each image as a sequence of its rows;
 ``--mnist DIR`` uses the MNIST IDX files in DIR instead. Prints the progress, the final
 train/test accuracy and the time per epoch; writes ``model.npz`` (see :mod:`fnn.io`),
 ``history.json`` and ``curves.png`` (when matplotlib is installed) to ``--out``.
@@ -32,11 +33,13 @@ from .losses import ClassNLLCriterion
 from .normalization import BatchNormalization, LayerNorm
 from .optim import Adam, SGDMomentum
 from .pooling import MaxPool2d
+from .recurrent import GRU, LSTM
+from .sequence import Bidirectional
 from .sequential import Sequential
 from .shape import Flatten
 from .tree import cast
 
-__all__ = ["main", "mlp", "cnn", "transformer", "parse_args"]
+__all__ = ["main", "mlp", "cnn", "recurrent", "transformer", "parse_args"]
 
 DEFAULT_LR = {"adam": 0.002, "sgd": 0.05}
 
@@ -79,14 +82,30 @@ def transformer(sequence_shape: tuple[int, int], n_classes: int, dim: int = 32,
                        LayerNorm(dim), Flatten(), Linear(t * dim, n_classes), LogSoftMax()])
 
 
+RECURRENT = {"lstm": LSTM, "gru": GRU}
+DEFAULT_EPOCHS = {"lstm": 60, "gru": 60}  # 30 for the others
+
+
+def recurrent(cell: str, sequence_shape: tuple[int, int], n_classes: int, hidden: int = 64
+              ) -> Sequential:
+    """A bidirectional ``cell`` ("lstm" or "gru") of ``hidden`` units each way, then the hidden
+    states of every step side by side (Flatten), Dropout(0.3), Linear, LogSoftMax:
+    sequences (N, T, F) -> (N, n_classes)."""
+    t, f = sequence_shape
+    return Sequential([Bidirectional(RECURRENT[cell](f, hidden)), Flatten(), Dropout(0.3),
+                       Linear(t * 2 * hidden, n_classes), LogSoftMax()])
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="fnn", description="Train an fnn classifier on the 8x8 digits (or MNIST IDX files).",
         epilog="Writes model.npz (fnn.load reads it), history.json and curves.png to --out.")
-    p.add_argument("--model", choices=("mlp", "cnn", "transformer"), default="mlp",
-                   help="mlp: 2 x 256 hidden units; cnn: 2 conv stages; transformer: 2 encoder "
-                        "layers on the images' rows as sequences (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=30, help="(default: %(default)s)")
+    p.add_argument("--model", choices=("mlp", "cnn", *RECURRENT, "transformer"), default="mlp",
+                   help="mlp: 2 x 256 hidden units; cnn: 2 conv stages; lstm, gru: bidirectional, "
+                        "64 units each way; transformer: 2 encoder layers; the sequence models "
+                        "read the image rows as steps (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="(default: 60 for lstm and gru, 30 for the others)")
     p.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
                    help="adam, or sgd with momentum 0.9 (default: %(default)s)")
@@ -107,6 +126,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", metavar="DIR", default=None, help="(default: runs/MODEL)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no epoch lines")
     args = p.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = DEFAULT_EPOCHS.get(args.model, 30)
     if args.epochs <= 0 or args.batch_size <= 0 or args.threads <= 0:
         p.error("--epochs, --batch-size and --threads must be positive")
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
@@ -116,20 +137,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _load(args: argparse.Namespace, key: Any) -> tuple[str, tuple]:
     """(name of the data, (x_train, x_test, y_train, y_test))."""
-    images = args.model != "mlp"
+    images = args.model == "cnn"
+    sequences = args.model in (*RECURRENT, "transformer")
+    view = data.as_sequences if sequences else np.asarray  # rows as steps
     if args.mnist is None:
         x, labels = data.load_digits(args.dtype, images=images)
-        split = data.train_test_split(_view(args, x), labels, args.test_fraction, key=key)
-        return "digits", split
+        return "digits", data.train_test_split(view(x), labels, args.test_fraction, key=key)
     x_train, y_train = data.load_mnist(args.mnist, "train", args.dtype, images=images)
     x_test, y_test = data.load_mnist(args.mnist, "t10k", args.dtype, images=images)
-    return "mnist", (_view(args, x_train), _view(args, x_test), y_train, y_test)
-
-
-def _view(args: argparse.Namespace, x: np.ndarray) -> np.ndarray:
-    """The transformer's view of images (N, 1, H, W): H steps of W pixels, (N, H, W). (Until
-    fnn.data has a sequence view of its own.)"""
-    return x.reshape(x.shape[0], *x.shape[2:]) if args.model == "transformer" else x
+    return "mnist", (view(x_train), view(x_test), y_train, y_test)
 
 
 def _blas_threads(n: int) -> contextlib.AbstractContextManager:
@@ -169,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     builders = {"mlp": lambda: mlp(x_train.shape[1], n_classes),
                 "cnn": lambda: cnn(x_train.shape[1:], n_classes),
+                "lstm": lambda: recurrent("lstm", x_train.shape[1:], n_classes),
+                "gru": lambda: recurrent("gru", x_train.shape[1:], n_classes),
                 "transformer": lambda: transformer(x_train.shape[1:], n_classes)}
     net = builders[args.model]()
     params, state = cast(net.init(k_init), np.dtype(args.dtype))

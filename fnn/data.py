@@ -196,3 +196,27 @@ def batches(x: Any, y: Any, batch_size: int, *, key: int | Key | None = None,
     # Checks above run at the call; the batches are made lazily.
     return ((x[order[i:i + batch_size]], y[order[i:i + batch_size]])
             for i in range(0, stop, batch_size))
+
+
+# --- the sequence view of images ------------------------------------------------------------
+
+__all__ += ["as_sequences"]
+
+
+def as_sequences(x: Any) -> np.ndarray:
+    """Images as sequences of their rows, for recurrent and attention models: image i becomes
+    H steps of W pixels, ``out[i, t]`` = row t.
+
+    ``x`` is (N, 1, H, W) (one channel, as ``images=True`` gives) or (N, D) flat square images
+    (D = H*W with H = W, as :func:`load_digits` and :func:`load_mnist` give). Returns a copy of
+    shape (N, H, W) in x's dtype: the digits (N, 64) -> (N, 8, 8), 8 steps of 8 pixels. Anything
+    else raises ValueError.
+    """
+    x = np.asarray(x)
+    side = int(round(np.sqrt(x.shape[1]))) if x.ndim == 2 else 0
+    if x.ndim == 4 and x.shape[1] == 1:
+        return x[:, 0].copy()
+    if x.ndim == 2 and side * side == x.shape[1]:
+        return x.reshape(len(x), side, side).copy()
+    raise ValueError(f"as_sequences: expected one-channel images (N, 1, H, W) or flat square "
+                     f"images (N, H*W), got shape {x.shape}")

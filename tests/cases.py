@@ -245,6 +245,31 @@ def _cnn(draw: st.DrawFn):
     return net, (c_in, h, w)
 
 
+# --- recurrent layers: x (N, T, F); T from 1 to 4 steps ---------------------------------------
+
+_CELLS = {"rnn-tanh": fnn.RNN, "rnn-relu": lambda f, h, **kw: fnn.RNN(f, h, "relu", **kw),
+          "lstm": fnn.LSTM, "gru": fnn.GRU}
+
+
+def _recurrent(cell: str | None = None, reverse: bool | None = False,
+               bidirectional: bool = False) -> Setup:
+    """A recurrent layer of ``cell`` (None: drawn), ``reverse`` (None: drawn), optionally
+    wrapped in Bidirectional; F and H from 1 to 3."""
+    def setup(draw: st.DrawFn):
+        make = _CELLS[cell if cell is not None else draw(st.sampled_from(sorted(_CELLS)))]
+        rev = draw(st.booleans()) if reverse is None else reverse
+        f, h = _size(draw, 3), _size(draw, 3)
+        layer = make(f, h, reverse=rev)
+        return (fnn.Bidirectional(layer) if bidirectional else layer), (_size(draw), f)
+    return setup
+
+
+def _lstm_classifier(draw: st.DrawFn):
+    """LSTM -> LastStep -> Linear: a sequence classifier."""
+    f, h, c = _size(draw, 3), _size(draw, 3), _size(draw, 3)
+    return fnn.Sequential([fnn.LSTM(f, h), fnn.LastStep(), fnn.Linear(h, c)]), (_size(draw), f)
+
+
 CASES: list[LayerCase] = [
     LayerCase("linear", _linear),
     LayerCase("softmax", _classes(fnn.SoftMax)),
@@ -315,6 +340,14 @@ CASES: list[LayerCase] = [
     LayerCase("cnn-eval", _cnn, mode="eval", unique_values=True),
     LayerCase("groupnorm", _groupnorm),
     *(LayerCase(name, setup, **flags) for name, setup, flags in SEQUENCE_ROWS),
+    LayerCase("rnn-tanh", _recurrent("rnn-tanh")),
+    LayerCase("rnn-relu", _recurrent("rnn-relu")),
+    LayerCase("lstm", _recurrent("lstm")),
+    LayerCase("gru", _recurrent("gru")),
+    LayerCase("recurrent-reverse", _recurrent(reverse=True)),
+    LayerCase("bidirectional", _recurrent(reverse=None, bidirectional=True)),
+    LayerCase("laststep", lambda draw: (fnn.LastStep(), (_size(draw), *_any_shape(draw)))),
+    LayerCase("lstm-laststep-linear", _lstm_classifier),
 ]
 CASE_IDS = [case.name for case in CASES]
 
