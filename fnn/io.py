@@ -302,10 +302,12 @@ def load(path: str | os.PathLike, *, model: Any = None) -> Checkpoint:
     """Read a checkpoint written by :func:`save`.
 
     Raises FileNotFoundError for a missing file and :class:`CheckpointError` (a ValueError)
-    for a truncated, corrupted or altered file, or one whose trees do not fit together: the
-    params and state must have the structure and shapes of the saved model's ``init``, and the
-    optimizer state the structure of the params. With ``model`` given, the file must hold
-    params and state for that model (and, if it saved a model, the same one).
+    for a truncated, corrupted, altered or crafted file, or one whose trees do not fit
+    together: the params and state must have the structure and shapes of the saved model's
+    ``param_shapes()`` and ``state_shapes()``, and the optimizer state the structure of the
+    params. With ``model`` given, the file must hold params and state for that model (and, if
+    it saved a model, the same one). Records are rebuilt only from fnn's classes and those
+    given to :func:`register`; nothing is imported, unpickled or drawn (no ``init``).
     """
     path = Path(path)
     content, arrays = _read(path)
@@ -358,16 +360,28 @@ def _mismatch(got: Any, like: Any, where: str) -> str | None:
 
 def _expected_trees(model: Any) -> tuple[Any, Any]:
     """``(params, state)`` to check a checkpoint's trees against, without drawing params:
-    ``(model.param_shapes(), None)`` (state not checked here; the layers' forward checks it)
-    where the model's class defines ``param_shapes``, else ``model.init(0)``.
+    ``model.param_shapes()`` and ``model.state_shapes()`` (nothing allocated).
 
-    The ``init`` branch is the fallback for layers that do not define ``param_shapes`` yet
-    (it draws a full set of params): once every layer has it, this is the one place to
-    switch over.
+    Transition: a spec that is no :class:`Layer`, or that holds a layer with none of the shape
+    methods of its own yet (the conv and pooling layers until they get them), is drawn with
+    ``init(0)`` instead. Once every layer has them, this is the one place to switch over.
     """
-    if getattr(type(model), "param_shapes", Layer.param_shapes) is not Layer.param_shapes:
-        return model.param_shapes(), None
+    shaped = ("output_shape", "param_shapes", "state_shapes")
+    if isinstance(model, Layer) and all(
+            any(getattr(type(layer), m) is not getattr(Layer, m) for m in shaped)
+            for layer in _layers(model)):
+        return model.param_shapes(), model.state_shapes()
     return model.init(0)
+
+
+def _layers(node: Any) -> list:
+    """Every layer in ``node`` (a layer, or a tuple or list of them) and in its fields, depth
+    first."""
+    if isinstance(node, (tuple, list)):
+        return [x for child in node for x in _layers(child)]
+    if isinstance(node, Layer):
+        return [node, *(x for _, child in _items(node) for x in _layers(child))]
+    return []
 
 
 def _check_fit(path: Path, trees: dict) -> None:
@@ -379,9 +393,7 @@ def _check_fit(path: Path, trees: dict) -> None:
         except Exception as err:  # a model spec from a file: anything it raises is refused
             raise CheckpointError(f"{path}: the saved model {repr(model)[:200]} is not a usable "
                                   f"layer: {type(err).__name__}: {str(err)[:200]}") from err
-        checks.append((trees["params"], params, "params"))
-        if state is not None:
-            checks.append((trees["state"], state, "state"))
+        checks += [(trees["params"], params, "params"), (trees["state"], state, "state")]
     opt_state = trees["opt_state"]
     if opt_state is not None and attrs.has(type(opt_state)):
         for f in attrs.fields(type(opt_state)):
