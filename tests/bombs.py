@@ -1,10 +1,14 @@
 """Hostile files for the loaders' tests: deflate streams that expand a thousandfold, built in
 milliseconds (each 1 MiB of zeros compresses to the same ~1 KB block after a full flush, so
 the block is repeated instead of compressing the whole expansion), and the zip and gzip
-containers around them."""
+containers around them; and the check that a loader refuses such a file cheaply."""
 
 import struct
+import time
+import tracemalloc
 import zlib
+
+import pytest
 
 MIB = 1 << 20
 
@@ -42,3 +46,19 @@ def zip_of(members: list[tuple[str, bytes, int, int, bool]]) -> bytes:
                       + struct.pack("<HHHII", 0, 0, 0, 0, offset) + raw_name)
     end = struct.pack("<HHHHIIH", 0, 0, len(members), len(members), len(directory), len(out), 0)
     return bytes(out + directory + b"PK\x05\x06" + end)
+
+
+def assert_refused_cheaply(load, path, error, match=None):
+    """``load(path)`` raises ``error`` naming the file within 1 s and 50 MB over the file's
+    size (generous margins: each crafted file here is refused in milliseconds and kilobytes)."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(error, match=match) as err:
+            load(path)
+    finally:
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert str(path) in str(err.value)
+    assert seconds < 1.0 and peak < 50 * MIB + path.stat().st_size, (seconds, peak)

@@ -1,10 +1,12 @@
 """fnn.data: batches, one_hot, train_test_split, the embedded digits and the IDX loader."""
 
 import gzip
+import struct
 import sys
 
 import numpy as np
 import pytest
+from bombs import MIB, assert_refused_cheaply, deflated, gzip_of
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -93,6 +95,18 @@ def test_one_hot_rejects_bad_labels(labels):
         data.one_hot(np.array(labels), 3)
 
 
+@pytest.mark.parametrize("labels", [[], np.zeros(0, np.int64), np.zeros(0, np.uint8)])
+def test_one_hot_of_no_labels(labels):
+    out = data.one_hot(labels, 3, np.float32)
+    assert out.shape == (0, 3) and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("n_classes", [0, -1, 2.5, True, "3", None])
+def test_one_hot_rejects_a_bad_class_count(n_classes):
+    with pytest.raises(ValueError, match="one_hot: n_classes must be a positive integer"):
+        data.one_hot([0, 1], n_classes)
+
+
 # --- train_test_split ------------------------------------------------------------------------
 
 
@@ -109,9 +123,17 @@ def test_train_test_split_partitions_and_is_deterministic():
     assert not np.array_equal(data.train_test_split(x, y, 0.2, key=2)[3], y_te)
 
 
-@pytest.mark.parametrize("fraction", [0.0, 1.0, 0.001])
+@pytest.mark.parametrize("fraction", [0.001, 0.995])
 def test_train_test_split_refuses_an_empty_part(fraction):
     with pytest.raises(ValueError, match="empty part"):
+        data.train_test_split(*_rows(50), fraction, key=0)
+
+
+@pytest.mark.parametrize("fraction", [float("nan"), float("inf"), "0.2", None, True, 0.0, 1.0,
+                                      -0.2, 1.5])
+def test_train_test_split_refuses_a_bad_fraction(fraction):
+    with pytest.raises(ValueError, match=r"train_test_split: test_fraction must be a real "
+                                         r"number in \(0, 1\)"):
         data.train_test_split(*_rows(50), fraction, key=0)
 
 
@@ -218,3 +240,41 @@ def test_load_mnist_inconsistent_files(tmp_path):
     data.write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((6, 16), np.uint8))
     with pytest.raises(ValueError, match=r"images of shape \(N, H, W\)"):
         data.load_mnist(tmp_path)
+
+
+def _assert_refused_cheaply(path, match):
+    assert_refused_cheaply(data.read_idx, path, ValueError, match)
+
+
+def _header(code, shape):
+    return bytes([0, 0, code, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("raw, match", [
+    (_header(0x08, (3,) * 65) + bytes(8), "declares 65 dimensions; numpy arrays have at most 64"),
+    (_header(0x0E, (2**32 - 1,) * 4) + bytes(8), "truncated: header says shape"),  # > int64
+    (_header(0x08, (1 << 31, 1 << 30)) + bytes(8), "truncated: header says shape"),
+])
+def test_idx_crafted_header(tmp_path, gz, raw, match):
+    path = tmp_path / ("x.gz" if gz else "x")
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    _assert_refused_cheaply(path, match)
+
+
+def test_idx_gzip_that_expands_a_thousandfold(tmp_path):
+    """A 1 MB gzip whose header declares 10 bytes and whose stream expands to 1 GiB: refused
+    from the header and the gzip trailer, before decompressing the stream."""
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip_of(*deflated(_header(0x08, (10,)), 1024)))
+    assert path.stat().st_size < 2 * MIB
+    _assert_refused_cheaply(path, "trailing data: header says shape \\(10,\\)")
+
+
+def test_idx_gzip_whose_trailer_lies(tmp_path):
+    """A trailer forged to match the header: the stream is read only up to the declared size
+    plus one byte."""
+    stream, crc, _ = deflated(_header(0x08, (10,)), 1024)
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip_of(stream, crc, 18))
+    _assert_refused_cheaply(path, "trailing data: .* the data goes on after 18\\+ bytes")

@@ -6,15 +6,13 @@ import json
 import os
 import stat
 import threading
-import time
-import tracemalloc
 import zipfile
 import zlib
 
 import attrs
 import numpy as np
 import pytest
-from bombs import MIB, deflated, zip_of
+from bombs import MIB, assert_refused_cheaply, deflated, zip_of
 from test_io import _body, _entries, _mlp, _write
 
 import fnn
@@ -81,20 +79,8 @@ def test_failed_save_removes_its_temporary_file(tmp_path, monkeypatch, where):
 # --- crafted files: refused in bounded time and memory ---------------------------------------
 
 
-def assert_refused_cheaply(path, match=None):
-    """load raises CheckpointError naming the file within 1 s and 50 MB over the file's size
-    (generous margins: each of these takes milliseconds and kilobytes)."""
-    tracemalloc.start()
-    start = time.perf_counter()
-    try:
-        with pytest.raises(io.CheckpointError, match=match) as err:
-            io.load(path)
-    finally:
-        seconds = time.perf_counter() - start
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    assert str(path) in str(err.value)
-    assert seconds < 1.0 and peak < 50 * MIB + path.stat().st_size, (seconds, peak)
+def _refused_cheaply(path, match=None):
+    assert_refused_cheaply(io.load, path, io.CheckpointError, match)
 
 
 @pytest.fixture
@@ -124,7 +110,7 @@ def test_crafted_model_description(saved, model):
     body = _body(entries)
     body["trees"]["model"] = model
     _write(saved, entries, body)
-    assert_refused_cheaply(saved)
+    _refused_cheaply(saved)
 
 
 @pytest.mark.parametrize("edit, match", [
@@ -142,7 +128,7 @@ def test_crafted_counts_and_nesting(saved, edit, match):
     entries["__fnn__"] = np.frombuffer(raw, np.uint8)
     entries["__sha256__"] = np.frombuffer(io._digest(raw, []).encode(), np.uint8)
     np.savez(saved, **entries)
-    assert_refused_cheaply(saved, match)
+    _refused_cheaply(saved, match)
 
 
 def _npy_header(shape, descr="<f8"):
@@ -168,7 +154,7 @@ def test_deflated_member_that_expands_a_thousandfold(saved):
     stream, crc, size = deflated(header, 1024)
     assert len(stream) < 2 * MIB
     saved.write_bytes(zip_of([*members, ("a0.npy", stream, crc, size, True)]))
-    assert_refused_cheaply(saved, "is compressed or declares more bytes")
+    _refused_cheaply(saved, "is compressed or declares more bytes")
 
 
 @pytest.mark.parametrize("shape", [(1 << 27,), (1 << 40, 1 << 40), (-8,)])
@@ -179,7 +165,7 @@ def test_stored_member_whose_header_declares_more_than_it_holds(saved, shape):
     data = _npy_header(shape) + bytes(64)
     saved.write_bytes(zip_of([*members, ("a0.npy", data, zlib.crc32(data), len(data),
                                          False)]))
-    assert_refused_cheaply(saved)
+    _refused_cheaply(saved)
 
 
 # --- the model spec is checked through its shapes, never by drawing params ----------------------
@@ -216,7 +202,7 @@ def test_save_and_load_check_shapes_without_init(tmp_path):
     body = _body(entries)
     body["trees"]["model"]["fields"]["n"] = 10**12
     _write(path, entries, body)
-    assert_refused_cheaply(path, r"params\.w: expected an array of shape \(1000000000000")
+    _refused_cheaply(path, r"params\.w: expected an array of shape \(1000000000000")
 
 
 @pytest.mark.skipif(fnn.Linear.param_shapes is fnn.Layer.param_shapes,
@@ -230,4 +216,4 @@ def test_a_large_saved_linear_is_not_drawn(saved, n):
     body = _body(entries)
     body["trees"]["model"] = _linear(n, n)
     _write(saved, entries, body)
-    assert_refused_cheaply(saved, "mismatched checkpoint")
+    _refused_cheaply(saved, "mismatched checkpoint")
