@@ -159,9 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     with _blas_threads(args.threads):
-        result = train.fit(net, crit, opt, params, state, opt.init(params), x_train, y_train,
-                           epochs=args.epochs, batch_size=args.batch_size, key=k_fit,
-                           validation=(x_test, y_test), n_classes=n_classes,
+        result = train.fit(net, crit, opt, params, state, opt.init(params), x=x_train,
+                           labels=y_train, epochs=args.epochs, batch_size=args.batch_size,
+                           key=k_fit, validation=(x_test, y_test), n_classes=n_classes,
                            progress=not args.quiet, on_epoch=None if args.quiet else report)
         train_loss, train_acc = train.evaluate(net, crit, result.params, result.state,
                                                x_train, y_train)
