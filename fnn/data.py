@@ -1,4 +1,5 @@
-"""Data helpers: the embedded 8x8 digits, MNIST IDX files, one-hot targets, splits and batches.
+"""Data helpers: the embedded 8x8 digits, MNIST IDX files, augmentation, one-hot targets,
+splits and batches.
 
 All functions are pure: where order is random, an explicit key decides it (same key, same
 order), and nothing reads the global numpy RNG. Returned arrays never alias the inputs.
@@ -21,7 +22,7 @@ from ._files import write_atomic
 from .core import Key, generator
 
 __all__ = ["load_digits", "load_mnist", "read_idx", "write_idx", "one_hot", "train_test_split",
-           "batches"]
+           "batches", "augment"]
 
 
 def load_digits(dtype: Any = np.float64, images: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +179,73 @@ def load_mnist(directory: str | Path, kind: str = "train", dtype: Any = np.float
     return x, labels.astype(np.int64)
 
 
+# --- augmentation ------------------------------------------------------------------------------
+
+_AUGMENT_CHUNK = 1024  # images warped per call: bounds the coordinate map to 24 * 1024 * H * W B
+
+
+def augment(x: Any, key: int | Key, *, shift: float = 0.0, rotate: float = 0.0,
+            scale: float = 0.0) -> np.ndarray:
+    """Random affine augmentation of a batch of images: each image is rotated, scaled and
+    shifted about its centre by its own random amounts (all channels alike), with bilinear
+    interpolation (``skimage.transform.warp``) and zeros where a pixel comes from outside.
+
+    Inputs: ``x`` float images (N, C, H, W); ``key`` decides the draws (same key, same result,
+    like :func:`batches`: pass a new key per epoch); ``shift`` the largest translation as a
+    fraction of the height and width, in [0, 1]; ``rotate`` the largest rotation in degrees,
+    in [0, 180]; ``scale`` the largest relative change of size, in [0, 1). Each image draws
+    independently and uniformly a rotation in [-rotate, rotate], a zoom factor in
+    [1 - scale, 1 + scale] and shifts in [-shift, shift] * H and * W.
+
+    Returns a new array of x's shape and dtype (float32 stays float32); x is not changed. All
+    amounts 0 give a copy of x. A bad argument raises ValueError naming ``augment`` and it.
+    """
+    x = np.asarray(x)
+    if x.ndim != 4 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"augment: x must be float images of shape (N, C, H, W), got "
+                         f"{x.dtype} of shape {x.shape}")
+    for name, value, high, closed in (("shift", shift, 1, True), ("rotate", rotate, 180, True),
+                                      ("scale", scale, 1, False)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not (0 <= value <= high if closed else 0 <= value < high):
+            raise ValueError(f"augment: {name} must be a real number in [0, {high}"
+                             f"{']' if closed else ')'}, got {value!r}")
+    draws = generator(key).uniform(-1.0, 1.0, (len(x), 4))
+    if shift == rotate == scale == 0:
+        return x.copy()
+    from skimage.transform import warp  # scikit-image: a runtime dependency, imported on use
+
+    n, c, h, w = x.shape
+    out = np.empty_like(x)
+    for start in range(0, n, _AUGMENT_CHUNK):
+        part = x[start:start + _AUGMENT_CHUNK]
+        m = len(part)
+        coords = _inverse_map(draws[start:start + m], (h, w), shift, rotate, scale)
+        planes = np.broadcast_to(np.arange(m * c, dtype=np.float64)[:, None, None],
+                                 (m * c, h, w))
+        rows, cols = (np.repeat(a, c, axis=0) for a in coords)
+        warped = warp(part.reshape(m * c, h, w), np.stack([planes, rows, cols]), order=1,
+                      mode="constant", cval=0.0, preserve_range=True)
+        out[start:start + m] = warped.reshape(m, c, h, w)
+    return out
+
+
+def _inverse_map(draws: np.ndarray, size: tuple[int, int], shift: float, rotate: float,
+                 scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each image (one row of ``draws`` in [-1, 1]: angle, zoom, shift down, shift right),
+    the input (row, col) that each output pixel reads: the output is the input rotated by
+    the angle and zoomed about the centre, then shifted; so an output point p reads the input
+    at centre + R(-angle) (p - centre - shift) / zoom. Two arrays (M, H, W)."""
+    h, w = size
+    angle = np.deg2rad(rotate * draws[:, 0])[:, None, None]
+    zoom = (1.0 + scale * draws[:, 1])[:, None, None]
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    v = np.arange(h)[None, :, None] - cy - (shift * h * draws[:, 2])[:, None, None]
+    u = np.arange(w)[None, None, :] - cx - (shift * w * draws[:, 3])[:, None, None]
+    cos, sin = np.cos(angle), np.sin(angle)
+    return cy + (cos * v - sin * u) / zoom, cx + (sin * v + cos * u) / zoom
+
+
 # --- targets, splits, batches -----------------------------------------------------------------
 
 def positive_int(who: str, name: str, value: Any) -> int:
@@ -258,3 +326,4 @@ def batches(x: Any, y: Any, batch_size: int, *, key: int | Key | None = None,
     # Checks above run at the call; the batches are made lazily.
     return ((x[order[i:i + batch_size]], y[order[i:i + batch_size]])
             for i in range(0, stop, batch_size))
+

@@ -278,3 +278,82 @@ def test_idx_gzip_whose_trailer_lies(tmp_path):
     path = tmp_path / "x.gz"
     path.write_bytes(gzip_of(stream, crc, 18))
     _assert_refused_cheaply(path, "trailing data: .* the data goes on after 18\\+ bytes")
+
+
+# --- augment ---------------------------------------------------------------------------------
+
+
+def _blob(n=6, size=25, width=3.0, dtype=np.float64):
+    """n copies of a centred Gaussian blob (rotation-invariant), as (n, 2, size, size)."""
+    r = np.arange(size) - (size - 1) / 2
+    img = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * width**2))
+    return np.broadcast_to(img, (n, 2, size, size)).astype(dtype)
+
+
+def _moments(images):
+    """Per image: total mass, centroid (row, col) and mean squared radius about it."""
+    h, w = images.shape[-2:]
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    mass = images.sum(axis=(-2, -1))
+    cr, cc = ((images * g).sum(axis=(-2, -1)) / mass for g in (rows, cols))
+    radius2 = (images * ((rows - cr[..., None, None]) ** 2 + (cols - cc[..., None, None]) ** 2)
+               ).sum(axis=(-2, -1)) / mass
+    return mass, cr, cc, radius2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_augment_is_keyed_pure_and_keeps_the_dtype(dtype):
+    x = np.random.default_rng(0).random((5, 3, 8, 8)).astype(dtype)
+    x.flags.writeable = False
+    kwargs = dict(shift=0.2, rotate=30, scale=0.2)
+    a = data.augment(x, 1, **kwargs)
+    assert a.dtype == dtype and a.shape == x.shape and not np.shares_memory(a, x)
+    np.testing.assert_array_equal(a, data.augment(x, Key(1), **kwargs))
+    assert not np.array_equal(a, data.augment(x, 2, **kwargs))
+    assert not np.array_equal(a[0], a[1])  # each image draws its own transform
+    b = data.augment(x, 1)  # nothing to do: a copy
+    assert b.dtype == dtype and not np.shares_memory(b, x)
+    np.testing.assert_array_equal(b, x)
+
+
+def test_augment_rotates_about_the_centre_and_treats_channels_alike():
+    x = _blob()
+    a = data.augment(x, 0, rotate=180)
+    np.testing.assert_allclose(a, x, atol=0.03)  # a centred round blob stays (up to the
+    # bilinear interpolation)
+    np.testing.assert_array_equal(a[:, 0], a[:, 1])
+
+
+def test_augment_shifts_within_bounds():
+    x = _blob(n=40)
+    mass, cr, cc, radius2 = _moments(data.augment(x, 0, shift=0.1))
+    mass0, cr0, cc0, radius20 = _moments(x)
+    np.testing.assert_allclose(mass, mass0, rtol=1e-3)  # the blob stays inside
+    np.testing.assert_allclose(radius2, radius20, rtol=0.05)  # moved, not resized
+    for moved in (cr - cr0, cc - cc0):
+        assert np.abs(moved).max() <= 2.5 + 1e-6  # 0.1 * 25 pixels
+        assert np.abs(moved).max() > 1.0 and moved.min() < 0 < moved.max()
+
+
+def test_augment_scales_within_bounds():
+    x = _blob(n=40)
+    _, cr, cc, radius2 = _moments(data.augment(x, 0, scale=0.3))
+    _, cr0, cc0, radius20 = _moments(x)
+    np.testing.assert_allclose(cr, cr0, atol=1e-6)  # about the centre
+    zoom = np.sqrt(radius2 / radius20)
+    assert zoom.min() > 0.7 - 0.05 and zoom.max() < 1.3 + 0.05
+    assert zoom.min() < 0.85 and zoom.max() > 1.15
+
+
+@pytest.mark.parametrize("x, kwargs, match", [
+    (np.zeros((2, 8, 8)), {}, r"x must be float images of shape \(N, C, H, W\)"),
+    (np.zeros((2, 1, 8, 8), np.uint8), {}, "x must be float images"),
+    (np.zeros((2, 1, 8, 8)), {"shift": -0.1}, r"shift must be a real number in \[0, 1\]"),
+    (np.zeros((2, 1, 8, 8)), {"shift": float("nan")}, "shift must be"),
+    (np.zeros((2, 1, 8, 8)), {"rotate": 181}, r"rotate must be a real number in \[0, 180\]"),
+    (np.zeros((2, 1, 8, 8)), {"scale": 1.0}, r"scale must be a real number in \[0, 1\)"),
+    (np.zeros((2, 1, 8, 8)), {"scale": "0.1"}, "scale must be"),
+])
+def test_augment_refuses_bad_arguments(x, kwargs, match):
+    with pytest.raises(ValueError, match="augment: " + match):
+        data.augment(x, 0, **kwargs)
