@@ -21,8 +21,8 @@ import numpy as np
 from ._files import write_atomic
 from .core import Key, generator
 
-__all__ = ["load_digits", "load_mnist", "read_idx", "write_idx", "one_hot", "train_test_split",
-           "batches", "augment"]
+__all__ = ["load_digits", "load_mnist", "mnist_files", "read_idx", "write_idx", "one_hot",
+           "train_test_split", "batches", "augment"]
 
 
 def load_digits(dtype: Any = np.float64, images: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +142,16 @@ def write_idx(path: str | Path, array: Any) -> Path:
     return path
 
 
+def mnist_files(directory: str | Path, kind: str = "train") -> tuple[Path, Path]:
+    """The paths of the ``kind`` (``"train"`` or ``"t10k"``) images and labels IDX files in
+    ``directory``, each plain or gzipped; FileNotFoundError naming a missing one."""
+    if kind not in ("train", "t10k"):
+        raise ValueError(f"load_mnist: kind must be 'train' or 't10k', got {kind!r}")
+    directory = Path(directory)
+    return tuple(_idx_file(directory, f"{kind}-{what}") for what in ("images-idx3-ubyte",
+                                                                     "labels-idx1-ubyte"))
+
+
 def _idx_file(directory: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz"):
         if (directory / name).is_file():
@@ -158,11 +168,7 @@ def load_mnist(directory: str | Path, kind: str = "train", dtype: Any = np.float
     (N, H*W), or (N, 1, H, W) with ``images=True``; labels int64 (N,). A missing file raises
     FileNotFoundError, a malformed or inconsistent one ValueError, each naming the file.
     """
-    if kind not in ("train", "t10k"):
-        raise ValueError(f"load_mnist: kind must be 'train' or 't10k', got {kind!r}")
-    directory = Path(directory)
-    images_path = _idx_file(directory, f"{kind}-images-idx3-ubyte")
-    labels_path = _idx_file(directory, f"{kind}-labels-idx1-ubyte")
+    images_path, labels_path = mnist_files(directory, kind)
     pixels, labels = read_idx(images_path), read_idx(labels_path)
     if pixels.ndim != 3 or pixels.dtype != np.uint8:
         raise ValueError(f"{images_path}: expected uint8 images of shape (N, H, W), got "
