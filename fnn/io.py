@@ -14,12 +14,9 @@ A checkpoint holds up to five trees (see :mod:`fnn.tree`): ``params``, ``state``
 Loading never imports anything: a record's class is looked up among the attrs classes of the
 fnn modules already imported and the classes given to :func:`register` (your own layers and
 records), and rebuilt through its constructor (so its validators run). The file is read and
-checked in full before any tree is built, so a truncated, corrupted or inconsistent file raises
-:class:`CheckpointError` and never gives a half-loaded model. The SHA-256 only detects
-accidents (anyone can recompute it), so a crafted file is bounded too: every entry's declared
-size is checked against the archive's directory before anything is read or allocated (entries
-are stored uncompressed, so nothing expands), and a saved model spec is checked against the
-params through its shapes (``param_shapes()``), never by drawing a second set of params.
+checked in full before any tree is built, so a truncated, corrupted, inconsistent or crafted
+file raises :class:`CheckpointError` and never gives a half-loaded model (see :func:`load`
+for how a crafted file is bounded: the SHA-256 only detects accidents).
 """
 
 from __future__ import annotations
@@ -87,14 +84,10 @@ def register(cls: _T) -> _T:
     registered class's constructor (its validators run) and refuses a name that is neither an
     fnn record nor registered in the loading program (no import, no pickle). Registering
     another class under the same name (a class defined again, e.g. in a notebook) replaces it.
-    Every field must be a constructor argument (``init=True``), else TypeError.
+    ``save`` refuses a record with a field that the constructor does not take.
     """
     if not isinstance(cls, type) or not attrs.has(cls):
         raise TypeError(f"fnn.io.register: expected an attrs class, got {cls!r}")
-    skipped = [f.name for f in attrs.fields(cls) if not f.init]
-    if skipped:
-        raise TypeError(f"fnn.io.register: {cls.__qualname__} has fields {skipped} that its "
-                        f"constructor does not take, so load could not rebuild it")
     _REGISTERED[f"{cls.__module__}:{cls.__qualname__}"] = cls
     return cls
 
@@ -202,8 +195,8 @@ def _decode(node: Any, arrays: list[np.ndarray], where: str) -> Any:
     if isinstance(node, dict) and set(node) == {"record", "fields"}:
         cls = _record_class(node["record"]) if isinstance(node["record"], str) else None
         if cls is None:
-            raise CheckpointError(f"{where}: unknown record type {node['record']!r} "
-                                  f"(not a record class of fnn)")
+            raise CheckpointError(f"{where}: unknown record type {node['record']!r} (not a "
+                                  f"record class of fnn, nor given to fnn.io.register)")
         fields = node["fields"]
         names = [f.name for f in attrs.fields(cls)]
         if not isinstance(fields, dict) or sorted(fields) != sorted(names):
@@ -375,13 +368,11 @@ def _expected_trees(model: Any) -> tuple[Any, Any]:
 
 
 def _layers(node: Any) -> list:
-    """Every layer in ``node`` (a layer, or a tuple or list of them) and in its fields, depth
-    first."""
+    """Every layer in ``node`` (a layer, or a tuple or list of them) and in its fields."""
     if isinstance(node, (tuple, list)):
         return [x for child in node for x in _layers(child)]
-    if isinstance(node, Layer):
-        return [node, *(x for _, child in _items(node) for x in _layers(child))]
-    return []
+    return [node, *(x for _, c in _items(node) for x in _layers(c))] if isinstance(node, Layer) \
+        else []
 
 
 def _check_fit(path: Path, trees: dict) -> None:
@@ -401,9 +392,5 @@ def _check_fit(path: Path, trees: dict) -> None:
             if not tree.is_leaf(value):  # a tree like params (moments, accumulated grads)
                 checks.append((value, trees["params"], f"opt_state.{f.name}"))
     for got, like, where in checks:
-        try:
-            msg = _mismatch(got, like, where)
-        except RecursionError:
-            msg = f"{where}: nested too deep"
-        if msg is not None:
+        if (msg := _mismatch(got, like, where)) is not None:
             raise CheckpointError(f"{path}: mismatched checkpoint: {msg}")
