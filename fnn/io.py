@@ -355,9 +355,10 @@ def _expected_trees(model: Any) -> tuple[Any, Any]:
     """``(params, state)`` to check a checkpoint's trees against, without drawing params:
     ``model.param_shapes()`` and ``model.state_shapes()`` (nothing allocated).
 
-    Transition: a spec that is no :class:`Layer`, or that holds a layer with none of the shape
-    methods of its own yet (the conv and pooling layers until they get them), is drawn with
-    ``init(0)`` instead. Once every layer has them, this is the one place to switch over.
+    Every fnn layer has them. A spec that is no :class:`Layer`, or that holds a layer with
+    none of the shape methods of its own (a user's layer written before them: the base
+    class's ``()`` would be wrong), is drawn with ``init(0)`` instead: only a class its
+    program registered can be in a loaded spec, so this runs the user's own code.
     """
     shaped = ("output_shape", "param_shapes", "state_shapes")
     if isinstance(model, Layer) and all(

@@ -205,9 +205,6 @@ def test_save_and_load_check_shapes_without_init(tmp_path):
     _refused_cheaply(path, r"params\.w: expected an array of shape \(1000000000000")
 
 
-@pytest.mark.skipif(fnn.Linear.param_shapes is fnn.Layer.param_shapes,
-                    reason="Linear.param_shapes comes with the layer-protocol work; until then "
-                           "load falls back to Linear.init (fnn.io._expected_trees)")
 @pytest.mark.parametrize("n", [4000, 10**9])
 def test_a_large_saved_linear_is_not_drawn(saved, n):
     """A spec of 128 MB (or 8e18 bytes) of params against small arrays: refused from the

@@ -94,3 +94,21 @@ def test_save_refuses_a_registered_record_load_could_not_rebuild(tmp_path, monke
     with pytest.raises(TypeError, match="Derived has fields that its constructor does not"):
         io.save(tmp_path / "m.npz", (Derived(1),))
     assert list(tmp_path.iterdir()) == []
+
+
+@fnn.io.register
+@attrs.frozen
+class PlainBias(fnn.Layer):
+    """A layer with params but none of the shape methods (written before them)."""
+
+    n: int
+
+    def init(self, key):
+        return BiasParams(b=np.zeros(self.n)), ()
+
+
+def test_a_registered_layer_without_shape_methods_is_checked_through_its_init(tmp_path):
+    path = io.save(tmp_path / "m.npz", *PlainBias(2).init(0), model=PlainBias(2))
+    assert io.load(path).model == PlainBias(2)
+    with pytest.raises(io.CheckpointError, match=r"params\.b: expected an array of shape \(3,\)"):
+        io.save(path, *PlainBias(2).init(0), model=PlainBias(3))
