@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import data, io, train
+from ._files import write_atomic
 from .activations import LogSoftMax, ReLU
 from .conv import Conv2d
 from .core import split_key
@@ -224,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     written = [io.save(args.out / "model.npz", result.params, result.state, result.opt_state,
                        model=net, optimizer=opt, meta=record), args.out / "history.json"]
-    written[1].write_text(json.dumps(record, indent=1) + "\n")
+    text = (json.dumps(record, indent=1) + "\n").encode()
+    write_atomic(written[1], lambda f: f.write(text))  # never half a file, like model.npz
     title = (f"fnn {args.model}{' (augmented)' if args.augment else ''} on {dataset}, "
              f"{args.optimizer} lr={args.lr}: test accuracy {final['test_accuracy']:.2%}")
     if plot_history(h, args.out / "curves.png", title):
