@@ -322,33 +322,27 @@ def load(path: str | os.PathLike, *, model: Any = None) -> Checkpoint:
 
 # --- consistency ------------------------------------------------------------------------------
 
-def _items(node: Any) -> list[tuple[str, Any]]:
-    """A container's children labelled as in an access path: ``[i]`` or ``.name``."""
-    if isinstance(node, (tuple, list)):
-        return [(f"[{i}]", c) for i, c in enumerate(node)]
-    return [(f".{f.name}", getattr(node, f.name)) for f in attrs.fields(type(node))]
+def _same_shape(got: Any, like: Any) -> bool:
+    """Leaves agree unless ``like`` is an array (or :class:`ShapeDtype`) and ``got`` is no
+    array of its shape (only the shape: a model's params may be cast to another float dtype)."""
+    return not isinstance(like, (np.ndarray, ShapeDtype)) or (
+        isinstance(got, np.ndarray) and got.shape == tuple(like.shape))
 
 
 def _mismatch(got: Any, like: Any, where: str) -> str | None:
-    """Where ``got`` differs from ``like`` in structure or array shapes, or None. ``like``'s
-    array leaves are arrays or :class:`ShapeDtype` records (only the shape is compared: a
-    model's params may be cast to another float dtype)."""
-    if isinstance(like, (np.ndarray, ShapeDtype)):
-        if isinstance(got, np.ndarray) and got.shape == tuple(like.shape):
-            return None
-        found = f"shape {got.shape}" if isinstance(got, np.ndarray) else type(got).__name__
-        return f"{where}: expected an array of shape {tuple(like.shape)}, the file has {found}"
-    if tree.is_leaf(like) and tree.is_leaf(got):
+    """Where ``got`` differs from ``like`` in structure or array shapes, or None."""
+    found = tree.first_difference(got, like, _same_shape)
+    if found is None:
         return None
+    path, got, like = found
+    where += tree.path_str(path)
+    if isinstance(like, (np.ndarray, ShapeDtype)):
+        has = f"shape {got.shape}" if isinstance(got, np.ndarray) else type(got).__name__
+        return f"{where}: expected an array of shape {tuple(like.shape)}, the file has {has}"
     if type(got) is not type(like):
         return f"{where}: expected {type(like).__name__}, the file has {type(got).__name__}"
-    kids_got, kids_like = _items(got), _items(like)
-    if len(kids_got) != len(kids_like):
-        return f"{where}: expected {len(kids_like)} entries, the file has {len(kids_got)}"
-    for (label, g), (_, k) in zip(kids_got, kids_like):
-        if (msg := _mismatch(g, k, where + label)) is not None:
-            return msg
-    return None
+    return (f"{where}: expected {len(tree.children(like))} entries, the file has "
+            f"{len(tree.children(got))}")
 
 
 def _expected_trees(model: Any) -> tuple[Any, Any]:
@@ -372,8 +366,8 @@ def _layers(node: Any) -> list:
     """Every layer in ``node`` (a layer, or a tuple or list of them) and in its fields."""
     if isinstance(node, (tuple, list)):
         return [x for child in node for x in _layers(child)]
-    return [node, *(x for _, c in _items(node) for x in _layers(c))] if isinstance(node, Layer) \
-        else []
+    return [node, *(x for _, c in tree.children(node) for x in _layers(c))] \
+        if isinstance(node, Layer) else []
 
 
 def _check_fit(path: Path, trees: dict) -> None:
