@@ -2,11 +2,14 @@
 
 By default an MLP on the 8x8 digits that scikit-learn ships (no download), 80/20 split by the
 seed; ``--model cnn`` trains a small CNN (Conv2d, MaxPool2d, BatchNormalization, Dropout),
-``--model lstm`` / ``gru`` a recurrent classifier on each image as a sequence of its rows;
-``--mnist DIR`` uses the MNIST IDX files in DIR instead. Prints the progress, the final
-train/test accuracy and the time per epoch; writes ``model.npz`` (see :mod:`fnn.io`),
-``history.json`` and ``curves.png`` (when matplotlib is installed) to ``--out``.
-The same arguments give the same numbers (the wall times aside).
+``--model lstm`` / ``gru`` a recurrent classifier and ``--model transformer`` a transformer
+classifier on each image as a sequence of its rows; ``--mnist DIR`` uses the MNIST IDX files in
+DIR instead; ``--augment`` trains the CNN on a freshly augmented copy of the training images
+each epoch (:func:`fnn.data.augment`). Every argument is checked, and the output directory
+created, before any data is loaded (a bad one gives argparse's usage error, exit status 2).
+Prints the progress, the final train/test accuracy and the time per epoch; writes ``model.npz``
+(see :mod:`fnn.io`), ``history.json`` and ``curves.png`` (when matplotlib is installed) to
+``--out``. The same arguments give the same numbers (the wall times aside).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import data, io, train
+from ._files import write_atomic
 from .activations import LogSoftMax, ReLU
 from .attention import TransformerEncoderLayer
 from .conv import Conv2d
@@ -42,6 +48,9 @@ from .tree import cast
 __all__ = ["main", "mlp", "cnn", "recurrent", "transformer", "parse_args"]
 
 DEFAULT_LR = {"adam": 0.002, "sgd": 0.05}
+# --augment: the largest shift (fraction of the side), rotation (degrees) and zoom change.
+# Mild on purpose: on the 8x8 digits 0.1 / 10 / 0.1 cost 1.4 points of test accuracy (seed 0).
+AUGMENT = {"shift": 0.05, "rotate": 5.0, "scale": 0.05}
 
 
 def _dense_block(n_in: int, n_out: int, p: float) -> list:
@@ -125,14 +134,47 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "(default: %(default)s)")
     p.add_argument("--out", metavar="DIR", default=None, help="(default: runs/MODEL)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no epoch lines")
+    p.add_argument("--augment", action="store_true",
+                   help="cnn only: train on a new random affine augmentation of the images "
+                        "each epoch (shift up to 5%%, rotation up to 5 degrees, zoom up to "
+                        "5%%)")
     args = p.parse_args(argv)
+    _validate(p, args)
+    return args
+
+
+def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check every argument (``p.error``: the usage line, exit status 2) and fill the
+    defaults; create the output directory and check that it is writable."""
     if args.epochs is None:
         args.epochs = DEFAULT_EPOCHS.get(args.model, 30)
     if args.epochs <= 0 or args.batch_size <= 0 or args.threads <= 0:
         p.error("--epochs, --batch-size and --threads must be positive")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        p.error(f"--lr must be a positive number, got {args.lr}")
+    if args.seed < 0:
+        p.error(f"--seed must be a non-negative integer, got {args.seed}")
+    if not 0 < args.test_fraction < 1:  # NaN fails too
+        p.error(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    if args.augment and args.model != "cnn":
+        p.error(f"--augment works on images: use it with --model cnn, not {args.model}")
+    if args.mnist is not None:
+        try:
+            for kind in ("train", "t10k"):
+                data.mnist_files(args.mnist, kind)
+        except FileNotFoundError as err:
+            p.error(f"--mnist: {err}" if Path(args.mnist).is_dir()
+                    else f"--mnist: no directory {args.mnist}")
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     args.out = Path(args.out if args.out is not None else Path("runs") / args.model)
-    return args
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out: {args.out} is a file, not a directory")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out):
+            pass
+    except OSError as err:
+        p.error(f"--out: cannot write to {args.out} ({err.strerror or err})")
 
 
 def _load(args: argparse.Namespace, key: Any) -> tuple[str, tuple]:
@@ -157,8 +199,9 @@ def _blas_threads(n: int) -> contextlib.AbstractContextManager:
     return threadpool_limits(limits=n, user_api="blas")
 
 
-def plot_history(history: dict, path: Path) -> bool:
-    """Write loss and accuracy curves to ``path`` (PNG, Agg); False if matplotlib is missing."""
+def plot_history(history: dict, path: Path, title: str | None = None) -> bool:
+    """Write loss and accuracy curves to ``path`` (PNG, Agg) under ``title``; False if
+    matplotlib is missing."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -173,6 +216,8 @@ def plot_history(history: dict, path: Path) -> bool:
             ax.plot(epochs, history[f"val_{what}"], label="test")
         ax.set(xlabel="epoch", ylabel=what, title=what)
         ax.legend()
+    if title:
+        fig.suptitle(title)
     fig.savefig(path, dpi=100)
     return True
 
@@ -203,10 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     with _blas_threads(args.threads):
-        result = train.fit(net, crit, opt, params, state, opt.init(params), x_train, y_train,
-                           epochs=args.epochs, batch_size=args.batch_size, key=k_fit,
-                           validation=(x_test, y_test), n_classes=n_classes,
-                           progress=not args.quiet, on_epoch=None if args.quiet else report)
+        fit = _fit_augmented if args.augment else train.fit
+        result = fit(net, crit, opt, params, state, opt.init(params), x=x_train,
+                     labels=y_train, epochs=args.epochs, batch_size=args.batch_size,
+                     key=k_fit, validation=(x_test, y_test), n_classes=n_classes,
+                     progress=not args.quiet, on_epoch=None if args.quiet else report)
         train_loss, train_acc = train.evaluate(net, crit, result.params, result.state,
                                                x_train, y_train)
     seconds = time.perf_counter() - start
@@ -223,10 +269,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     written = [io.save(args.out / "model.npz", result.params, result.state, result.opt_state,
                        model=net, optimizer=opt, meta=record), args.out / "history.json"]
-    written[1].write_text(json.dumps(record, indent=1) + "\n")
-    if plot_history(h, args.out / "curves.png"):
+    text = (json.dumps(record, indent=1) + "\n").encode()
+    write_atomic(written[1], lambda f: f.write(text))  # never half a file, like model.npz
+    title = (f"fnn {args.model}{' (augmented)' if args.augment else ''} on {dataset}, "
+             f"{args.optimizer} lr={args.lr}: test accuracy {final['test_accuracy']:.2%}")
+    if plot_history(h, args.out / "curves.png", title):
         written.append(args.out / "curves.png")
     else:
         print("matplotlib is not installed: no curves.png (pip install matplotlib)")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _fit_augmented(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state: Any, *,
+                   x: np.ndarray, labels: np.ndarray, epochs: int, key: Any,
+                   on_epoch: Any = None, **kwargs: Any) -> train.FitResult:
+    """:func:`fnn.train.fit` with a new augmentation of ``x`` (:data:`AUGMENT`) every epoch:
+    one one-epoch fit per epoch, each on ``data.augment(x, ...)`` with its own keys; the
+    epoch's seconds include the augmentation."""
+    history: dict = {k: [] for k in train.HISTORY_KEYS}
+    for epoch, epoch_key in enumerate(split_key(key, epochs), start=1):
+        k_augment, k_fit = split_key(epoch_key)
+        start = time.perf_counter()
+        x_epoch = data.augment(x, k_augment, **AUGMENT)
+        seconds = time.perf_counter() - start
+        result = train.fit(net, crit, opt, params, state, opt_state, x=x_epoch, labels=labels,
+                           epochs=1, key=k_fit, **kwargs)
+        params, state, opt_state = result.params, result.state, result.opt_state
+        result.history["seconds"][0] += seconds
+        for k in train.HISTORY_KEYS:
+            history[k] += result.history[k]
+        if on_epoch is not None:
+            on_epoch(epoch, history)
+    return train.FitResult(params=params, state=state, opt_state=opt_state, history=history)

@@ -12,29 +12,34 @@ A checkpoint holds up to five trees (see :mod:`fnn.tree`): ``params``, ``state``
 - ``a0``, ``a1``, ...: the arrays, stored with ``numpy.save`` (exact dtype, byte order, shape).
 
 Loading never imports anything: a record's class is looked up among the attrs classes of the
-fnn modules already imported, and rebuilt through its constructor (so its validators run).
-The file is read and checked in full before any tree is built, so a truncated, corrupted or
-inconsistent file raises :class:`CheckpointError` and never gives a half-loaded model.
+fnn modules already imported and the classes given to :func:`register` (your own layers and
+records), and rebuilt through its constructor (so its validators run). The file is read and
+checked in full before any tree is built, so a truncated, corrupted, inconsistent or crafted
+file raises :class:`CheckpointError` and never gives a half-loaded model (see :func:`load`
+for how a crafted file is bounded: the SHA-256 only detects accidents).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 import sys
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import numpy as np
 
 from . import tree
+from ._files import write_atomic
+from .core import Layer, ShapeDtype
 
-__all__ = ["save", "load", "Checkpoint", "CheckpointError", "FORMAT", "VERSION"]
+__all__ = ["save", "load", "register", "Checkpoint", "CheckpointError", "FORMAT", "VERSION"]
 
 FORMAT = "fnn-checkpoint"
 VERSION = 1
@@ -59,19 +64,49 @@ class Checkpoint:
     meta: dict = attrs.field(factory=dict)
 
 
-# --- encoding ---------------------------------------------------------------------------------
+# --- which records a checkpoint may hold -----------------------------------------------------
+
+_T = TypeVar("_T", bound=type)
+_REGISTERED: dict[str, type] = {}  # "module:qualname" -> a class given to register
+
+
+def register(cls: _T) -> _T:
+    """Let :func:`save` and :func:`load` handle records of ``cls``, an attrs class of your own
+    (a layer spec, its params or state record, an optimizer state); returns ``cls``, so it
+    works as a decorator::
+
+        @fnn.io.register
+        @attrs.frozen
+        class BiasParams:
+            b: np.ndarray
+
+    A checkpoint names a record ``module:qualname``; ``load`` rebuilds it through the
+    registered class's constructor (its validators run) and refuses a name that is neither an
+    fnn record nor registered in the loading program (no import, no pickle). Registering
+    another class under the same name (a class defined again, e.g. in a notebook) replaces it.
+    ``save`` refuses a record with a field that the constructor does not take.
+    """
+    if not isinstance(cls, type) or not attrs.has(cls):
+        raise TypeError(f"fnn.io.register: expected an attrs class, got {cls!r}")
+    _REGISTERED[f"{cls.__module__}:{cls.__qualname__}"] = cls
+    return cls
+
 
 def _record_name(cls: type) -> str:
     name = f"{cls.__module__}:{cls.__qualname__}"
     if _record_class(name) is not cls:
         raise TypeError(f"fnn.save: cannot save a {cls.__qualname__} from module "
-                        f"{cls.__module__}: only records defined at the top level of fnn modules "
-                        f"can be saved (they are the only ones load will rebuild)")
+                        f"{cls.__module__}: only records of fnn modules and classes given to "
+                        f"fnn.io.register can be saved (the only ones load will rebuild); "
+                        f"register it, e.g. with @fnn.io.register on its class")
     return name
 
 
 def _record_class(name: str) -> type | None:
-    """The attrs class named ``module:qualname`` if the module is an imported fnn module."""
+    """The attrs class registered as ``module:qualname``, or defined at the top level of an
+    imported fnn module under that name; None for anything else."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     module_name, _, qualname = name.partition(":")
     if module_name != "fnn" and not module_name.startswith("fnn."):
         return None
@@ -79,6 +114,8 @@ def _record_class(name: str) -> type | None:
         else None
     return cls if isinstance(cls, type) and attrs.has(cls) else None
 
+
+# --- encoding ---------------------------------------------------------------------------------
 
 def _encode(node: Any, arrays: list[np.ndarray], where: str) -> Any:
     if isinstance(node, np.ndarray):
@@ -120,8 +157,10 @@ def save(path: str | os.PathLike, params: Any, state: Any = (), opt_state: Any =
     Arrays keep their exact dtype and values; keys (``fnn.Key``) their integer seed; so
     ``load`` gives back equal trees. ``meta`` is any JSON-able dict (e.g. a training history).
     The trees must fit together as :func:`load` checks (else :class:`CheckpointError`, and
-    nothing is written). The file is written to a temporary name and renamed, so ``path``
-    never holds half a file.
+    nothing is written). The file is written to a unique temporary name in the same directory,
+    flushed to disk and renamed, so ``path`` always holds a complete checkpoint, the old or the
+    new one, even when several threads or processes save to it at once; an existing file keeps
+    its permission bits.
     """
     path = Path(path)
     values = dict(zip(_TREES, (params, state, opt_state, model, optimizer)))
@@ -131,16 +170,10 @@ def save(path: str | os.PathLike, params: Any, state: Any = (), opt_state: Any =
     body = json.dumps({"format": FORMAT, "version": VERSION, "trees": trees,
                        "meta": meta if meta is not None else {}, "n_arrays": len(arrays)},
                       sort_keys=True).encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **{_HEADER: np.frombuffer(body, np.uint8),
-                           _DIGEST: np.frombuffer(_digest(body, arrays).encode(), np.uint8)},
-                     **{f"a{i}": a for i, a in enumerate(arrays)})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    entries = {_HEADER: np.frombuffer(body, np.uint8),
+               _DIGEST: np.frombuffer(_digest(body, arrays).encode(), np.uint8),
+               **{f"a{i}": a for i, a in enumerate(arrays)}}
+    write_atomic(path, lambda f: np.savez(f, **entries))
     return path
 
 
@@ -162,8 +195,8 @@ def _decode(node: Any, arrays: list[np.ndarray], where: str) -> Any:
     if isinstance(node, dict) and set(node) == {"record", "fields"}:
         cls = _record_class(node["record"]) if isinstance(node["record"], str) else None
         if cls is None:
-            raise CheckpointError(f"{where}: unknown record type {node['record']!r} "
-                                  f"(not a record class of fnn)")
+            raise CheckpointError(f"{where}: unknown record type {node['record']!r} (not a "
+                                  f"record class of fnn, nor given to fnn.io.register)")
         fields = node["fields"]
         names = [f.name for f in attrs.fields(cls)]
         if not isinstance(fields, dict) or sorted(fields) != sorted(names):
@@ -173,37 +206,50 @@ def _decode(node: Any, arrays: list[np.ndarray], where: str) -> Any:
                   for f in attrs.fields(cls)}
         try:
             return cls(**kwargs)
-        except (TypeError, ValueError) as err:
+        except Exception as err:  # a registered class's own validators may raise anything
             raise CheckpointError(f"{where}: cannot rebuild {node['record']}: {err}") from err
     raise CheckpointError(f"{where}: malformed tree description {str(node)[:80]!r}")
 
 
 def _read(path: Path) -> tuple[dict, list[np.ndarray]]:
-    """The checked JSON body and all arrays of the file (everything read and verified)."""
+    """The checked JSON body and all arrays of the file (everything read and verified).
+
+    Memory and time stay bounded by the file's size whatever it claims: the entries must be
+    stored uncompressed within the file, and each entry's array header must declare exactly
+    the entry's size, before anything is read or allocated.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if _HEADER not in z.files or _DIGEST not in z.files:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as z:
+            entries = _entries(path, z, size)
+            if _HEADER not in entries or _DIGEST not in entries:
                 raise CheckpointError(f"{path}: not an fnn checkpoint (no {_HEADER} entry)")
-            body, digest = z[_HEADER].tobytes(), z[_DIGEST].tobytes().decode()
+            body = _read_entry(path, z, entries[_HEADER]).tobytes()
+            digest = _read_entry(path, z, entries[_DIGEST]).tobytes().decode()
             content = json.loads(body)
             if content.get("format") != FORMAT or content.get("version") != VERSION:
                 raise CheckpointError(f"{path}: unsupported format {content.get('format')!r} "
                                       f"version {content.get('version')!r} (this fnn reads "
                                       f"{FORMAT} version {VERSION})")
             n = content["n_arrays"]
+            if type(n) is not int or not 0 <= n <= len(entries):  # bounds the names below
+                raise CheckpointError(f"{path}: the description declares n_arrays={str(n)[:20]}"
+                                      f", the archive holds {len(entries) - 2} arrays "
+                                      f"(truncated or altered file)")
             expected = {_HEADER, _DIGEST, *(f"a{i}" for i in range(n))}
-            if set(z.files) != expected:
-                raise CheckpointError(f"{path}: entries {sorted(set(z.files) ^ expected)} are "
+            if set(entries) != expected:
+                raise CheckpointError(f"{path}: entries {sorted(set(entries) ^ expected)} are "
                                       f"missing or unexpected (truncated or altered file)")
-            arrays = [z[f"a{i}"] for i in range(n)]
+            arrays = [_read_entry(path, z, entries[f"a{i}"]) for i in range(n)]
     except CheckpointError:
         raise
     except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError, TypeError,
             AttributeError, UnicodeDecodeError, NotImplementedError, RuntimeError, zlib.error,
             struct.error, MemoryError) as err:
-        # zipfile raises NotImplementedError/RuntimeError for a corrupted method or flag field
+        # zipfile raises NotImplementedError/RuntimeError for a corrupted method or flag field;
+        # RecursionError (a RuntimeError) for JSON nested too deep
         raise CheckpointError(f"{path}: unreadable checkpoint (truncated or corrupted): "
                               f"{type(err).__name__}: {err}") from err
     if _digest(body, arrays) != digest:
@@ -212,14 +258,49 @@ def _read(path: Path) -> tuple[dict, list[np.ndarray]]:
     return content, arrays
 
 
+def _entries(path: Path, z: zipfile.ZipFile, size: int) -> dict[str, zipfile.ZipInfo]:
+    """The archive's entries by name (without ``.npy``, as ``np.load`` names them), each
+    checked to be stored (as ``save`` writes them: numpy's ``savez`` does not compress) and to
+    lie within the file's ``size`` bytes."""
+    infos = z.infolist()
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size \
+                or info.header_offset + info.compress_size > size:
+            raise CheckpointError(f"{path}: entry {info.filename[:40]!r} is compressed or "
+                                  f"declares more bytes ({info.file_size}) than the file holds "
+                                  f"({size}); fnn checkpoints store every entry uncompressed")
+    entries = {info.filename.removesuffix(".npy"): info for info in infos}
+    if len(entries) != len(infos):
+        raise CheckpointError(f"{path}: the archive names an entry twice (altered file)")
+    return entries
+
+
+def _read_entry(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One ``.npy`` entry as an array, after checking that its header declares exactly the
+    entry's size (so a crafted shape cannot make numpy allocate more than the file holds)."""
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(f))
+        n_bytes = f.tell() + math.prod(shape) * dtype.itemsize
+    if dtype.hasobject or any(d < 0 for d in shape) or n_bytes != info.file_size:
+        raise CheckpointError(f"{path}: entry {info.filename[:40]!r} declares a {dtype} array "
+                              f"of shape {shape} ({n_bytes} bytes with its header), the entry "
+                              f"has {info.file_size} bytes")
+    with z.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
 def load(path: str | os.PathLike, *, model: Any = None) -> Checkpoint:
     """Read a checkpoint written by :func:`save`.
 
     Raises FileNotFoundError for a missing file and :class:`CheckpointError` (a ValueError)
-    for a truncated, corrupted or altered file, or one whose trees do not fit together: the
-    params and state must have the structure and shapes of the saved model's ``init``, and the
-    optimizer state the structure of the params. With ``model`` given, the file must hold
-    params and state for that model (and, if it saved a model, the same one).
+    for a truncated, corrupted, altered or crafted file, or one whose trees do not fit
+    together: the params and state must have the structure and shapes of the saved model's
+    ``param_shapes()`` and ``state_shapes()``, and the optimizer state the structure of the
+    params. With ``model`` given, the file must hold params and state for that model (and, if
+    it saved a model, the same one). Records are rebuilt only from fnn's classes and those
+    given to :func:`register`; nothing is imported, unpickled or drawn (no ``init``).
     """
     path = Path(path)
     content, arrays = _read(path)
@@ -228,9 +309,9 @@ def load(path: str | os.PathLike, *, model: Any = None) -> Checkpoint:
         meta = content["meta"]
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{path}: malformed description: {type(err).__name__}: {err}"
-                              ) from err
+    except (KeyError, TypeError, RecursionError) as err:
+        raise CheckpointError(f"{path}: malformed description: {type(err).__name__}: "
+                              f"{str(err)[:200]}") from err
     if model is not None:
         if trees["model"] is not None and trees["model"] != model:
             raise CheckpointError(f"{path}: saved for model {trees['model']!r}, not {model!r}")
@@ -241,37 +322,63 @@ def load(path: str | os.PathLike, *, model: Any = None) -> Checkpoint:
 
 # --- consistency ------------------------------------------------------------------------------
 
-def _items(node: Any) -> list[tuple[str, Any]]:
-    """A container's children labelled as in an access path: ``[i]`` or ``.name``."""
-    if isinstance(node, (tuple, list)):
-        return [(f"[{i}]", c) for i, c in enumerate(node)]
-    return [(f".{f.name}", getattr(node, f.name)) for f in attrs.fields(type(node))]
+def _same_shape(got: Any, like: Any) -> bool:
+    """Leaves agree unless ``like`` is an array (or :class:`ShapeDtype`) and ``got`` is no
+    array of its shape (only the shape: a model's params may be cast to another float dtype)."""
+    return not isinstance(like, (np.ndarray, ShapeDtype)) or (
+        isinstance(got, np.ndarray) and got.shape == tuple(like.shape))
 
 
 def _mismatch(got: Any, like: Any, where: str) -> str | None:
     """Where ``got`` differs from ``like`` in structure or array shapes, or None."""
-    if isinstance(like, np.ndarray):
-        if isinstance(got, np.ndarray) and got.shape == like.shape:
-            return None
-        found = f"shape {got.shape}" if isinstance(got, np.ndarray) else type(got).__name__
-        return f"{where}: expected an array of shape {like.shape}, the file has {found}"
-    if tree.is_leaf(like) and tree.is_leaf(got):
+    found = tree.first_difference(got, like, _same_shape)
+    if found is None:
         return None
+    path, got, like = found
+    where += tree.path_str(path)
+    if isinstance(like, (np.ndarray, ShapeDtype)):
+        has = f"shape {got.shape}" if isinstance(got, np.ndarray) else type(got).__name__
+        return f"{where}: expected an array of shape {tuple(like.shape)}, the file has {has}"
     if type(got) is not type(like):
         return f"{where}: expected {type(like).__name__}, the file has {type(got).__name__}"
-    kids_got, kids_like = _items(got), _items(like)
-    if len(kids_got) != len(kids_like):
-        return f"{where}: expected {len(kids_like)} entries, the file has {len(kids_got)}"
-    for (label, g), (_, k) in zip(kids_got, kids_like):
-        if (msg := _mismatch(g, k, where + label)) is not None:
-            return msg
-    return None
+    return (f"{where}: expected {len(tree.children(like))} entries, the file has "
+            f"{len(tree.children(got))}")
+
+
+def _expected_trees(model: Any) -> tuple[Any, Any]:
+    """``(params, state)`` to check a checkpoint's trees against, without drawing params:
+    ``model.param_shapes()`` and ``model.state_shapes()`` (nothing allocated).
+
+    Every fnn layer has them. A spec that is no :class:`Layer`, or that holds a layer with
+    none of the shape methods of its own (a user's layer written before them: the base
+    class's ``()`` would be wrong), is drawn with ``init(0)`` instead: only a class its
+    program registered can be in a loaded spec, so this runs the user's own code.
+    """
+    shaped = ("output_shape", "param_shapes", "state_shapes")
+    if isinstance(model, Layer) and all(
+            any(getattr(type(layer), m) is not getattr(Layer, m) for m in shaped)
+            for layer in _layers(model)):
+        return model.param_shapes(), model.state_shapes()
+    return model.init(0)
+
+
+def _layers(node: Any) -> list:
+    """Every layer in ``node`` (a layer, or a tuple or list of them) and in its fields."""
+    if isinstance(node, (tuple, list)):
+        return [x for child in node for x in _layers(child)]
+    return [node, *(x for _, c in tree.children(node) for x in _layers(c))] \
+        if isinstance(node, Layer) else []
 
 
 def _check_fit(path: Path, trees: dict) -> None:
     checks = []
-    if trees["model"] is not None and hasattr(trees["model"], "init"):
-        params, state = trees["model"].init(0)
+    model = trees["model"]
+    if model is not None and hasattr(model, "init"):
+        try:
+            params, state = _expected_trees(model)
+        except Exception as err:  # a model spec from a file: anything it raises is refused
+            raise CheckpointError(f"{path}: the saved model {repr(model)[:200]} is not a usable "
+                                  f"layer: {type(err).__name__}: {str(err)[:200]}") from err
         checks += [(trees["params"], params, "params"), (trees["state"], state, "state")]
     opt_state = trees["opt_state"]
     if opt_state is not None and attrs.has(type(opt_state)):

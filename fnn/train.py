@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 
 from .core import Key, backward_params, split_key
-from .data import batches, one_hot
+from .data import batches, one_hot, positive_int
 from .tree import eval_mode, train_mode
 
 __all__ = ["train_step", "predict", "evaluate", "fit", "FitResult", "HISTORY_KEYS"]
@@ -40,10 +40,15 @@ def train_step(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state
 
 def predict(net: Any, params: Any, state: Any, x: np.ndarray, batch_size: int = 512
             ) -> np.ndarray:
-    """The network's output on ``x`` in evaluation mode, computed ``batch_size`` rows at a time."""
+    """The network's output on ``x`` in evaluation mode, computed ``batch_size`` rows at a time
+    (an empty ``x`` goes through the network once, giving an empty output)."""
+    batch_size = positive_int("predict", "batch_size", batch_size)
+    x = np.asarray(x)
+    if x.ndim < 1:
+        raise ValueError(f"predict: x must have a batch axis, got shape {x.shape}")
     state = eval_mode(state)
     outs = [net.forward(params, state, x[i:i + batch_size])[0]
-            for i in range(0, len(x), batch_size)]
+            for i in range(0, max(len(x), 1), batch_size)]
     return np.concatenate(outs)
 
 
@@ -79,23 +84,34 @@ class FitResult:
     history: dict
 
 
-def fit(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state: Any,
-        x: np.ndarray, labels: np.ndarray, *, epochs: int, batch_size: int, key: int | Key,
+def fit(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state: Any, *,
+        x: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int, key: int | Key,
         validation: tuple[np.ndarray, np.ndarray] | None = None, n_classes: int | None = None,
         progress: bool = False, on_epoch: Callable[[int, dict], None] | None = None
         ) -> FitResult:
     """Train a classifier for ``epochs`` passes over ``(x, labels)`` with :func:`train_step`.
 
-    ``labels`` are integer classes (N,); the criterion gets one-hot targets in x's dtype with
-    ``n_classes`` columns (default: the largest label + 1). Epoch ``e`` shuffles with the e-th
-    key split off ``key``, so the same arguments give the same result. The state is put in
-    training mode first. ``progress`` shows a tqdm bar over each epoch's batches when tqdm is
-    installed (nothing otherwise); ``on_epoch(epoch, history)`` is called after each epoch
-    (epoch counts from 1).
+    Every argument after ``opt_state`` is keyword-only. ``x`` is a non-empty float array
+    (N, ...); ``labels`` are integer classes (N,) (not one-hot rows: pass
+    ``targets.argmax(axis=1)``); the criterion gets one-hot targets in x's dtype with
+    ``n_classes`` columns (default: the largest label + 1). ``epochs`` and ``batch_size`` are
+    positive integers. Bad arguments raise ValueError naming ``fit`` and the argument before
+    any training. Epoch ``e`` shuffles with the e-th key split off ``key``, so the same
+    arguments give the same result. The state is put in training mode first. ``progress``
+    shows a tqdm bar over each epoch's batches when tqdm is installed (nothing otherwise);
+    ``on_epoch(epoch, history)`` is called after each epoch (epoch counts from 1).
     """
-    labels = np.asarray(labels)
+    epochs = positive_int("fit", "epochs", epochs)
+    batch_size = positive_int("fit", "batch_size", batch_size)
+    x, labels = _samples(x, labels, "")
     if n_classes is None:
         n_classes = int(labels.max()) + 1
+    n_classes = positive_int("fit", "n_classes", n_classes)
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise ValueError(f"fit: validation must be a pair (x, labels), got "
+                             f"{type(validation).__name__}")
+        validation = _samples(*validation, "validation ")
     targets = one_hot(labels, n_classes, x.dtype)
     history: dict = {k: [] for k in HISTORY_KEYS}
     state = train_mode(state)
@@ -119,6 +135,22 @@ def fit(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state: Any,
         if on_epoch is not None:
             on_epoch(epoch, history)
     return FitResult(params=params, state=state, opt_state=opt_state, history=history)
+
+
+def _samples(x: Any, labels: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, labels)`` as arrays if x is a non-empty float array (N, ...) and labels integer
+    classes (N,), else a ValueError from ``fit`` saying what it wants (one-hot rows are a
+    common slip)."""
+    x, labels = np.asarray(x), np.asarray(labels)
+    if x.ndim < 1 or len(x) == 0 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"fit: {which}x must be a non-empty float array (N, ...), got "
+                         f"{x.dtype} of shape {x.shape}")
+    if labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer):
+        hint = " (one-hot rows? pass labels.argmax(axis=1))" if labels.ndim == 2 else ""
+        raise ValueError(f"fit: {which}labels must be integer classes of shape ({len(x)},) "
+                         f"for x's {len(x)} samples, got {labels.dtype} of shape "
+                         f"{labels.shape}{hint}")
+    return x, labels
 
 
 def _progress(it: Any, total: int, desc: str, enabled: bool) -> Any:

@@ -1,6 +1,7 @@
 """The command line (python -m fnn) on tiny runs: what it prints and the files it writes."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -103,12 +104,123 @@ def test_epoch_lines_when_not_quiet(tmp_path, capsys):
     assert [line.split()[1] for line in lines if line.startswith("epoch")] == ["1/2", "2/2"]
 
 
-@pytest.mark.parametrize("args", [["--epochs", "0"], ["--model", "rnn"], ["--batch-size", "-1"]])
-def test_bad_arguments(args, capsys):
+@pytest.mark.parametrize("args, match", [
+    (["--epochs", "0"], "--epochs, --batch-size and --threads must be positive"),
+    (["--model", "rnn"], "argument --model: invalid choice: 'rnn'"),
+    (["--batch-size", "-1"], "--epochs, --batch-size and --threads must be positive"),
+    (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--lr", "0"], "--lr must be a positive number"),
+    (["--seed", "-1"], "--seed must be a non-negative integer, got -1"),
+    (["--test-fraction", "0"], r"--test-fraction must be in \(0, 1\), got 0.0"),
+    (["--test-fraction", "1.5"], r"--test-fraction must be in \(0, 1\), got 1.5"),
+    (["--augment"], "--augment works on images: use it with --model cnn, not mlp"),
+    (["--mnist", "/nonexistent/mnist"], "--mnist: no directory /nonexistent/mnist"),
+])
+def test_bad_arguments(args, match, capsys, tmp_path, monkeypatch):
+    """Each gives argparse's usage error at once: nothing loaded, trained or written."""
+    monkeypatch.setattr(data, "load_digits", _never)
+    monkeypatch.setattr(data, "load_mnist", _never)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(args)
+        cli.main([*args, "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
-    assert "error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("usage: fnn") and re.search("fnn: error: " + match, err), err
+    assert not (tmp_path / "out").exists()
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("loaded data before checking the arguments")
+
+
+def test_mnist_directory_without_the_files(tmp_path, capsys):
+    _write_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--mnist", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "--mnist: MNIST file t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz) not " \
+           "found" in capsys.readouterr().err
+
+
+def test_out_naming_a_file_or_an_unwritable_place(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data, "load_digits", _never)
+    (tmp_path / "f").write_text("keep me")
+    for out, match in ((tmp_path / "f", "is a file, not a directory"),
+                       (tmp_path / "f" / "sub", "--out: cannot write to")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["--out", str(out)])
+        assert exit_info.value.code == 2 and match in capsys.readouterr().err
+    assert (tmp_path / "f").read_text() == "keep me"
+
+
+def test_output_directory_is_made_before_training(tmp_path, capsys, monkeypatch):
+    """The directory exists (and was checked writable) when the first epoch starts."""
+    _write_mnist(tmp_path)
+    out = tmp_path / "new" / "run"
+    seen = []
+    fit = train.fit
+
+    def spy(*args, **kwargs):
+        seen.append(out.is_dir() and not any(out.iterdir()))
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(train, "fit", spy)
+    _run(capsys, "--mnist", str(tmp_path), "--epochs", "1", "--out", str(out))
+    assert seen == [True] and (out / "model.npz").is_file()
+
+
+def test_augment_trains_the_cnn_on_new_images_each_epoch(tmp_path, capsys, monkeypatch):
+    _write_mnist(tmp_path)
+    calls = []
+    augment = data.augment
+
+    def spy(x, key, **kwargs):
+        calls.append((x.shape, key, kwargs))
+        return augment(x, key, **kwargs)
+
+    monkeypatch.setattr(data, "augment", spy)
+    runs = []
+    for name in ("a", "b"):
+        out = _run(capsys, "--mnist", str(tmp_path), "--model", "cnn", "--augment", "--epochs",
+                   "2", "--out", str(tmp_path / name))
+        runs.append(_outputs(tmp_path / name))
+    assert "fnn: cnn on mnist" in out
+    assert [c[0] for c in calls] == [(40, 1, 8, 8)] * 4 and calls[0][2] == cli.AUGMENT
+    assert calls[0][1] != calls[1][1] and calls[:2] == calls[2:]  # new keys per epoch; seeded
+    (ra, ca), (rb, _) = runs
+    assert ra["config"]["augment"] is True and ca.opt_state.t == 2 * 1  # one batch per epoch
+    assert all(len(ra["history"][k]) == 2 for k in train.HISTORY_KEYS)
+    assert ra["history"]["loss"] == rb["history"]["loss"]
+    plain, _ = _outputs_of(capsys, tmp_path)
+    assert plain["history"]["loss"] != ra["history"]["loss"]
+
+
+def _outputs_of(capsys, tmp_path):
+    _run(capsys, "--mnist", str(tmp_path), "--model", "cnn", "--epochs", "2", "--out",
+         str(tmp_path / "plain"))
+    return _outputs(tmp_path / "plain")
+
+
+def test_curves_have_a_title(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    titles = []
+    monkeypatch.setattr(Figure, "suptitle", lambda self, t, **kw: titles.append(t))
+    history = {"loss": [1.0, 0.5], "accuracy": [0.5, 0.9], "val_loss": [], "val_accuracy": []}
+    assert cli.plot_history(history, tmp_path / "c.png", "fnn cnn: test accuracy 99.00%")
+    assert titles == ["fnn cnn: test accuracy 99.00%"]
+
+
+def test_the_run_titles_its_curves(tmp_path, capsys, monkeypatch):
+    _write_mnist(tmp_path)
+    titles = []
+    monkeypatch.setattr(cli, "plot_history", lambda h, path, title: titles.append(title))
+    _run(capsys, "--mnist", str(tmp_path), "--epochs", "1", "--optimizer", "sgd", "--out",
+         str(tmp_path / "r"))
+    record = json.loads((tmp_path / "r" / "history.json").read_text())
+    acc = record["final"]["test_accuracy"]
+    assert titles == [f"fnn mlp on mnist, sgd lr=0.05: test accuracy {acc:.2%}"]
 
 
 def test_python_dash_m(tmp_path):

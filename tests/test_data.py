@@ -1,10 +1,12 @@
 """fnn.data: batches, one_hot, train_test_split, the embedded digits and the IDX loader."""
 
 import gzip
+import struct
 import sys
 
 import numpy as np
 import pytest
+from bombs import MIB, assert_refused_cheaply, deflated, gzip_of
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -93,6 +95,18 @@ def test_one_hot_rejects_bad_labels(labels):
         data.one_hot(np.array(labels), 3)
 
 
+@pytest.mark.parametrize("labels", [[], np.zeros(0, np.int64), np.zeros(0, np.uint8)])
+def test_one_hot_of_no_labels(labels):
+    out = data.one_hot(labels, 3, np.float32)
+    assert out.shape == (0, 3) and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("n_classes", [0, -1, 2.5, True, "3", None])
+def test_one_hot_rejects_a_bad_class_count(n_classes):
+    with pytest.raises(ValueError, match="one_hot: n_classes must be a positive integer"):
+        data.one_hot([0, 1], n_classes)
+
+
 # --- train_test_split ------------------------------------------------------------------------
 
 
@@ -109,9 +123,17 @@ def test_train_test_split_partitions_and_is_deterministic():
     assert not np.array_equal(data.train_test_split(x, y, 0.2, key=2)[3], y_te)
 
 
-@pytest.mark.parametrize("fraction", [0.0, 1.0, 0.001])
+@pytest.mark.parametrize("fraction", [0.001, 0.995])
 def test_train_test_split_refuses_an_empty_part(fraction):
     with pytest.raises(ValueError, match="empty part"):
+        data.train_test_split(*_rows(50), fraction, key=0)
+
+
+@pytest.mark.parametrize("fraction", [float("nan"), float("inf"), "0.2", None, True, 0.0, 1.0,
+                                      -0.2, 1.5])
+def test_train_test_split_refuses_a_bad_fraction(fraction):
+    with pytest.raises(ValueError, match=r"train_test_split: test_fraction must be a real "
+                                         r"number in \(0, 1\)"):
         data.train_test_split(*_rows(50), fraction, key=0)
 
 
@@ -218,3 +240,120 @@ def test_load_mnist_inconsistent_files(tmp_path):
     data.write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((6, 16), np.uint8))
     with pytest.raises(ValueError, match=r"images of shape \(N, H, W\)"):
         data.load_mnist(tmp_path)
+
+
+def _assert_refused_cheaply(path, match):
+    assert_refused_cheaply(data.read_idx, path, ValueError, match)
+
+
+def _header(code, shape):
+    return bytes([0, 0, code, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("raw, match", [
+    (_header(0x08, (3,) * 65) + bytes(8), "declares 65 dimensions; numpy arrays have at most 64"),
+    (_header(0x0E, (2**32 - 1,) * 4) + bytes(8), "truncated: header says shape"),  # > int64
+    (_header(0x08, (1 << 31, 1 << 30)) + bytes(8), "truncated: header says shape"),
+])
+def test_idx_crafted_header(tmp_path, gz, raw, match):
+    path = tmp_path / ("x.gz" if gz else "x")
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    _assert_refused_cheaply(path, match)
+
+
+def test_idx_gzip_that_expands_a_thousandfold(tmp_path):
+    """A 1 MB gzip whose header declares 10 bytes and whose stream expands to 1 GiB: refused
+    from the header and the gzip trailer, before decompressing the stream."""
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip_of(*deflated(_header(0x08, (10,)), 1024)))
+    assert path.stat().st_size < 2 * MIB
+    _assert_refused_cheaply(path, "trailing data: header says shape \\(10,\\)")
+
+
+def test_idx_gzip_whose_trailer_lies(tmp_path):
+    """A trailer forged to match the header: the stream is read only up to the declared size
+    plus one byte."""
+    stream, crc, _ = deflated(_header(0x08, (10,)), 1024)
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip_of(stream, crc, 18))
+    _assert_refused_cheaply(path, "trailing data: .* the data goes on after 18\\+ bytes")
+
+
+# --- augment ---------------------------------------------------------------------------------
+
+
+def _blob(n=6, size=25, width=3.0, dtype=np.float64):
+    """n copies of a centred Gaussian blob (rotation-invariant), as (n, 2, size, size)."""
+    r = np.arange(size) - (size - 1) / 2
+    img = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * width**2))
+    return np.broadcast_to(img, (n, 2, size, size)).astype(dtype)
+
+
+def _moments(images):
+    """Per image: total mass, centroid (row, col) and mean squared radius about it."""
+    h, w = images.shape[-2:]
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    mass = images.sum(axis=(-2, -1))
+    cr, cc = ((images * g).sum(axis=(-2, -1)) / mass for g in (rows, cols))
+    radius2 = (images * ((rows - cr[..., None, None]) ** 2 + (cols - cc[..., None, None]) ** 2)
+               ).sum(axis=(-2, -1)) / mass
+    return mass, cr, cc, radius2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_augment_is_keyed_pure_and_keeps_the_dtype(dtype):
+    x = np.random.default_rng(0).random((5, 3, 8, 8)).astype(dtype)
+    x.flags.writeable = False
+    kwargs = dict(shift=0.2, rotate=30, scale=0.2)
+    a = data.augment(x, 1, **kwargs)
+    assert a.dtype == dtype and a.shape == x.shape and not np.shares_memory(a, x)
+    np.testing.assert_array_equal(a, data.augment(x, Key(1), **kwargs))
+    assert not np.array_equal(a, data.augment(x, 2, **kwargs))
+    assert not np.array_equal(a[0], a[1])  # each image draws its own transform
+    b = data.augment(x, 1)  # nothing to do: a copy
+    assert b.dtype == dtype and not np.shares_memory(b, x)
+    np.testing.assert_array_equal(b, x)
+
+
+def test_augment_rotates_about_the_centre_and_treats_channels_alike():
+    x = _blob()
+    a = data.augment(x, 0, rotate=180)
+    np.testing.assert_allclose(a, x, atol=0.03)  # a centred round blob stays (up to the
+    # bilinear interpolation)
+    np.testing.assert_array_equal(a[:, 0], a[:, 1])
+
+
+def test_augment_shifts_within_bounds():
+    x = _blob(n=40)
+    mass, cr, cc, radius2 = _moments(data.augment(x, 0, shift=0.1))
+    mass0, cr0, cc0, radius20 = _moments(x)
+    np.testing.assert_allclose(mass, mass0, rtol=1e-3)  # the blob stays inside
+    np.testing.assert_allclose(radius2, radius20, rtol=0.05)  # moved, not resized
+    for moved in (cr - cr0, cc - cc0):
+        assert np.abs(moved).max() <= 2.5 + 1e-6  # 0.1 * 25 pixels
+        assert np.abs(moved).max() > 1.0 and moved.min() < 0 < moved.max()
+
+
+def test_augment_scales_within_bounds():
+    x = _blob(n=40)
+    _, cr, cc, radius2 = _moments(data.augment(x, 0, scale=0.3))
+    _, cr0, cc0, radius20 = _moments(x)
+    np.testing.assert_allclose(cr, cr0, atol=1e-6)  # about the centre
+    zoom = np.sqrt(radius2 / radius20)
+    assert zoom.min() > 0.7 - 0.05 and zoom.max() < 1.3 + 0.05
+    assert zoom.min() < 0.85 and zoom.max() > 1.15
+
+
+@pytest.mark.parametrize("x, kwargs, match", [
+    (np.zeros((2, 8, 8)), {}, r"x must be float images of shape \(N, C, H, W\)"),
+    (np.zeros((2, 1, 8, 8), np.uint8), {}, "x must be float images"),
+    (np.zeros((2, 1, 8, 8)), {"shift": -0.1}, r"shift must be a real number in \[0, 1\]"),
+    (np.zeros((2, 1, 8, 8)), {"shift": float("nan")}, "shift must be"),
+    (np.zeros((2, 1, 8, 8)), {"rotate": 181}, r"rotate must be a real number in \[0, 180\]"),
+    (np.zeros((2, 1, 8, 8)), {"scale": 1.0}, r"scale must be a real number in \[0, 1\)"),
+    (np.zeros((2, 1, 8, 8)), {"scale": "0.1"}, "scale must be"),
+])
+def test_augment_refuses_bad_arguments(x, kwargs, match):
+    with pytest.raises(ValueError, match="augment: " + match):
+        data.augment(x, 0, **kwargs)

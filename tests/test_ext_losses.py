@@ -333,8 +333,8 @@ def test_train_step_and_fit_with_cross_entropy():
     net = fnn.Sequential([fnn.Linear(4, 3)])
     params, state = net.init(0)
     opt = fnn.AdamW(learning_rate=0.1)
-    result = fnn.fit(net, fnn.CrossEntropy(), opt, params, state, opt.init(params), x, labels,
-                     epochs=3, batch_size=4, key=0)
+    result = fnn.fit(net, fnn.CrossEntropy(), opt, params, state, opt.init(params), x=x,
+                     labels=labels, epochs=3, batch_size=4, key=0)
     assert result.history["loss"][-1] < result.history["loss"][0]
 
 

@@ -132,7 +132,7 @@ class UserRecord:
 
 
 @pytest.mark.parametrize("params, match", [
-    ((UserRecord(np.ones(2)),), "only records defined at the top level of fnn"),
+    ((UserRecord(np.ones(2)),), "classes given to fnn.io.register"),
     ((np.array([object()]),), "object array"),
     (({"W": np.ones(2)},), "dict"),
 ])
@@ -351,3 +351,4 @@ def test_file_is_a_plain_npz_without_pickle(saved):
     assert "__fnn__.npy" in names and "__sha256__.npy" in names
     with np.load(path, allow_pickle=False) as z:  # readable by numpy alone, no pickle
         assert z["__fnn__"].dtype == np.uint8
+

@@ -29,8 +29,8 @@ def _net():
 def _fit(x, labels, key=0, epochs=6, **kwargs):
     net, crit, opt = _net(), fnn.ClassNLLCriterion(), fnn.Adam(0.01)
     params, state = net.init(1)
-    return train.fit(net, crit, opt, params, state, opt.init(params), x, labels, epochs=epochs,
-                     batch_size=32, key=key, **kwargs)
+    return train.fit(net, crit, opt, params, state, opt.init(params), x=x, labels=labels,
+                     epochs=epochs, batch_size=32, key=key, **kwargs)
 
 
 def test_train_step_is_the_functional_step_and_pure():
@@ -91,8 +91,8 @@ def test_fit_keeps_the_dtype(dtype):
     x, labels = _blobs(64, dtype=dtype)
     net, crit, opt = _net(), fnn.ClassNLLCriterion(), fnn.Adam(0.01)
     params, state = (tree.cast(t, dtype) for t in net.init(0))
-    result = train.fit(net, crit, opt, params, state, opt.init(params), x, labels, epochs=1,
-                       batch_size=16, key=0)
+    result = train.fit(net, crit, opt, params, state, opt.init(params), x=x, labels=labels,
+                       epochs=1, batch_size=16, key=0)
     floats = [a for a in tree.leaves((result.params, result.state, result.opt_state))
               if isinstance(a, np.ndarray)]
     assert floats and all(a.dtype == dtype for a in floats)
@@ -138,3 +138,64 @@ def test_the_readme_loop_runs():
     pytest.importorskip("sklearn")
     code = (REPO / "README.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
     assert float(_python("-c", code).split()[-1]) > 0.9
+
+
+# --- bad arguments: a ValueError naming the function and the argument, before any training ---
+
+
+def _args(**change):
+    x, labels = _blobs(40)
+    net, crit, opt = _net(), fnn.ClassNLLCriterion(), fnn.Adam(0.01)
+    params, state = net.init(1)
+    kwargs = dict(x=x, labels=labels, epochs=1, batch_size=8, key=0) | change
+    return (net, crit, opt, params, state, opt.init(params)), kwargs
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"batch_size": 0}, "fit: batch_size must be a positive integer, got 0"),
+    ({"batch_size": 2.0}, "fit: batch_size must be a positive integer"),
+    ({"epochs": -1}, "fit: epochs must be a positive integer, got -1"),
+    ({"epochs": True}, "fit: epochs must be a positive integer"),
+    ({"x": np.zeros((0, 6)), "labels": np.zeros(0, np.int64)}, "fit: x must be a non-empty"),
+    ({"x": np.ones((40, 6), np.int64)}, "fit: x must be a non-empty float array"),
+    ({"labels": np.eye(3)[_blobs(40)[1]]}, r"fit: labels must be integer classes .*one-hot"),
+    ({"labels": np.zeros(39, np.int64)}, r"integer classes of shape \(40,\)"),
+    ({"labels": np.zeros(40)}, "fit: labels must be integer classes"),
+    ({"n_classes": 0}, "fit: n_classes must be a positive integer"),
+    ({"validation": (np.ones((5, 6)), np.eye(3)[[0, 1, 2, 0, 1]])},
+     "fit: validation labels must be integer classes .*one-hot"),
+    ({"validation": np.ones((5, 6))}, r"fit: validation must be a pair \(x, labels\)"),
+])
+def test_fit_refuses_bad_arguments_before_training(change, match):
+    args, kwargs = _args(**change)
+    calls = []
+    with pytest.raises(ValueError, match=match):
+        train.fit(*args, **kwargs, on_epoch=lambda *a: calls.append(a))
+    assert calls == []
+
+
+def test_fit_arguments_after_opt_state_are_keyword_only():
+    """Forgetting opt_state is named as such (positional x and labels would shift into it)."""
+    (net, crit, opt, params, state, _), kwargs = _args()
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'opt_state'"):
+        train.fit(net, crit, opt, params, state, **kwargs)
+    with pytest.raises(TypeError, match="takes 6 positional arguments"):
+        train.fit(net, crit, opt, params, state, opt.init(params), kwargs["x"],
+                  kwargs["labels"], epochs=1, batch_size=8, key=0)
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 1.5, None])
+def test_predict_and_evaluate_refuse_a_bad_batch_size(batch_size):
+    net, (x, labels) = _net(), _blobs(10)
+    params, state = net.init(0)
+    with pytest.raises(ValueError, match="predict: batch_size must be a positive integer"):
+        train.predict(net, params, state, x, batch_size)
+    with pytest.raises(ValueError, match="predict: batch_size must be a positive integer"):
+        train.evaluate(net, fnn.ClassNLLCriterion(), params, state, x, labels, batch_size)
+
+
+def test_predict_on_no_samples_gives_an_empty_output():
+    net = _net()
+    params, state = net.init(0)
+    y = train.predict(net, params, state, np.zeros((0, 6)))
+    assert y.shape == (0, 3) and y.dtype == np.float64
