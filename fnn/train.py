@@ -18,7 +18,7 @@ from .core import Key, split_key
 from .data import batches, one_hot
 from .tree import eval_mode, train_mode
 
-__all__ = ["train_step", "predict", "evaluate", "fit", "FitResult", "HISTORY_KEYS"]
+__all__ = ["train_step", "predict", "evaluate", "fit", "run_epochs", "FitResult", "HISTORY_KEYS"]
 
 # The per-epoch entries of a history, each a list with one float per epoch.
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -97,20 +97,46 @@ def fit(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state: Any,
     if n_classes is None:
         n_classes = int(labels.max()) + 1
     targets = one_hot(labels, n_classes, x.dtype)
+
+    def step(params: Any, state: Any, opt_state: Any, idx: np.ndarray) -> tuple:
+        xb, tb = x[idx], targets[idx]
+        params, state, opt_state, loss, y = train_step(net, crit, opt, params, state,
+                                                       opt_state, xb, tb)
+        n_correct = int(np.sum(np.argmax(y, axis=1) == np.argmax(tb, axis=1)))
+        return params, state, opt_state, float(loss) * len(xb), n_correct
+
+    return run_epochs(step, net, crit, params, state, opt_state, len(x), epochs=epochs,
+                      batch_size=batch_size, key=key, validation=validation, progress=progress,
+                      on_epoch=on_epoch)
+
+
+def run_epochs(step: Callable[..., tuple], net: Any, crit: Any, params: Any, state: Any,
+               opt_state: Any, n_samples: int, *, epochs: int, batch_size: int, key: int | Key,
+               validation: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = False,
+               on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
+    """The epoch loop of :func:`fit` around any ``step``, with its batches and history.
+
+    Epoch ``e`` draws the index batches of ``fnn.data.batches`` over ``range(n_samples)`` with
+    the e-th key split off ``key`` (so ``x[idx]`` is the batch ``batches(x, ...)`` yields) and
+    calls ``step(params, state, opt_state, idx) -> (params, state, opt_state, loss_sum,
+    n_correct)``, where ``loss_sum`` is the batch loss times the batch size. The state is put
+    in training mode first; the history, ``validation``, ``progress`` and ``on_epoch`` are as
+    in :func:`fit`. ``fnn.distributed.fit`` runs its sharded step in this same loop.
+    """
     history: dict = {k: [] for k in HISTORY_KEYS}
     state = train_mode(state)
-    n_batches = -(-len(x) // batch_size)
+    index = np.arange(n_samples)
+    n_batches = -(-n_samples // batch_size)
     for epoch, epoch_key in enumerate(split_key(key, epochs), start=1):
         start = time.perf_counter()
         total_loss, n_correct = 0.0, 0
-        for xb, tb in _progress(batches(x, targets, batch_size, key=epoch_key), n_batches,
+        for idx, _ in _progress(batches(index, index, batch_size, key=epoch_key), n_batches,
                                 f"epoch {epoch}/{epochs}", progress):
-            params, state, opt_state, loss, y = train_step(net, crit, opt, params, state,
-                                                           opt_state, xb, tb)
-            total_loss += float(loss) * len(xb)
-            n_correct += int(np.sum(np.argmax(y, axis=1) == np.argmax(tb, axis=1)))
-        history["loss"].append(total_loss / len(x))
-        history["accuracy"].append(n_correct / len(x))
+            params, state, opt_state, loss_sum, correct = step(params, state, opt_state, idx)
+            total_loss += loss_sum
+            n_correct += correct
+        history["loss"].append(total_loss / n_samples)
+        history["accuracy"].append(n_correct / n_samples)
         if validation is not None:
             val_loss, val_acc = evaluate(net, crit, params, state, *validation)
             history["val_loss"].append(val_loss)
