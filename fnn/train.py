@@ -18,7 +18,8 @@ from .core import Key, split_key
 from .data import batches, one_hot
 from .tree import eval_mode, train_mode
 
-__all__ = ["train_step", "predict", "evaluate", "fit", "run_epochs", "FitResult", "HISTORY_KEYS"]
+__all__ = ["train_step", "loss_and_gradients", "predict", "evaluate", "fit", "run_epochs",
+           "FitResult", "HISTORY_KEYS"]
 
 # The per-epoch entries of a history, each a list with one float per epoch.
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -31,11 +32,22 @@ def train_step(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state
     Returns ``(params, state, opt_state, loss, y)`` with the new params, layer state and
     optimizer state, the batch loss and the network output before the update.
     """
+    loss, grads, state, y, _ = loss_and_gradients(net, crit, params, state, x, t)
+    params, opt_state = opt.update(params, grads, opt_state)
+    return params, state, opt_state, loss, y
+
+
+def loss_and_gradients(net: Any, crit: Any, params: Any, state: Any, x: np.ndarray,
+                       t: np.ndarray) -> tuple[np.generic, Any, Any, np.ndarray, Any]:
+    """Forward, loss and backward on the batch ``(x, t)``, without the update.
+
+    Returns ``(loss, grads, state, y, loss_cache)``: the batch loss, d loss / d params (the
+    params' tree), the new layer state, the network output and the criterion's cache.
+    """
     y, cache = net.forward(params, state, x)
     loss, lcache = crit.forward(y, t)
     _, grads = net.backward(params, cache, crit.backward(lcache))
-    params, opt_state = opt.update(params, grads, opt_state)
-    return params, cache.state, opt_state, loss, y
+    return loss, grads, cache.state, y, lcache
 
 
 def predict(net: Any, params: Any, state: Any, x: np.ndarray, batch_size: int = 512
