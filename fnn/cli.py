@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +88,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="BLAS threads; the matrices are small and more threads mostly contend "
                         "(default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="train data-parallel on a Dask LocalCluster of N worker processes "
+                        "(1 thread each; fnn.distributed, the 'distributed' extra)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="train data-parallel on the existing Dask cluster at ADDRESS, e.g. "
+                        "tcp://10.0.0.1:8786 (one shard per worker)")
     p.add_argument("--out", metavar="DIR", default=None, help="(default: runs/MODEL)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no epoch lines")
     args = p.parse_args(argv)
     if args.epochs <= 0 or args.batch_size <= 0 or args.threads <= 0:
         p.error("--epochs, --batch-size and --threads must be positive")
+    if args.workers is not None and (args.workers <= 0 or args.scheduler is not None):
+        p.error("--workers must be positive and cannot be combined with --scheduler")
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     args.out = Path(args.out if args.out is not None else Path("runs") / args.model)
     return args
@@ -115,6 +124,14 @@ def _blas_threads(n: int) -> contextlib.AbstractContextManager:
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(limits=n, user_api="blas")
+
+
+def _fit_function(args: argparse.Namespace) -> Callable[..., train.FitResult]:
+    """fnn.fit, or fnn.distributed.fit on the cluster that --workers / --scheduler name."""
+    if args.workers is None and args.scheduler is None:
+        return train.fit
+    from . import distributed
+    return functools.partial(distributed.fit, n_workers=args.workers, client=args.scheduler)
 
 
 def plot_history(history: dict, path: Path) -> bool:
@@ -159,10 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     with _blas_threads(args.threads):
-        result = train.fit(net, crit, opt, params, state, opt.init(params), x_train, y_train,
-                           epochs=args.epochs, batch_size=args.batch_size, key=k_fit,
-                           validation=(x_test, y_test), n_classes=n_classes,
-                           progress=not args.quiet, on_epoch=None if args.quiet else report)
+        result = _fit_function(args)(
+            net, crit, opt, params, state, opt.init(params), x_train, y_train,
+            epochs=args.epochs, batch_size=args.batch_size, key=k_fit,
+            validation=(x_test, y_test), n_classes=n_classes, progress=not args.quiet,
+            on_epoch=None if args.quiet else report)
         train_loss, train_acc = train.evaluate(net, crit, result.params, result.state,
                                                x_train, y_train)
     seconds = time.perf_counter() - start

@@ -62,26 +62,32 @@ def _dask() -> Any:
 def local_cluster(n_workers: int | None = None, **kwargs: Any) -> Any:
     """A ``distributed.LocalCluster`` of ``n_workers`` worker processes with one thread each.
 
-    ``n_workers`` defaults to ``os.cpu_count()``. Dashboards are off unless you pass
-    ``dashboard_address`` (e.g. ``":8787"``); other ``kwargs`` go to ``LocalCluster``. The
+    ``n_workers`` defaults to ``os.cpu_count()`` (0: a scheduler alone, scale it later). The
+    scheduler's dashboard (with bokeh installed) listens on a free port (``.dashboard_link``;
+    pass ``dashboard_address=":8787"`` to fix it); other ``kwargs`` go to ``LocalCluster``. The
     worker processes start with the driver's ``sys.path``, so they import the same fnn. Close
     it (``with`` or ``.close()``) when done. In a script, create it under
     ``if __name__ == "__main__":`` (worker processes are spawned and import the main module).
     """
     n_workers = (os.cpu_count() or 1) if n_workers is None else n_workers
-    _positive("local_cluster", "n_workers", n_workers)
-    options = {"processes": True, "threads_per_worker": 1, "dashboard_address": None,
+    _positive("fnn.distributed.local_cluster", "n_workers", n_workers, minimum=0)
+    options = {"processes": True, "threads_per_worker": 1, "dashboard_address": ":0",
                "worker_dashboard_address": None} | kwargs
     return _dask().LocalCluster(n_workers=n_workers, **options)
 
 
-def _positive(who: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{who}: {name} must be a positive integer, got {value!r}")
+def _positive(who: str, name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{who}: {name} must be {what}, got {value!r}")
 
 
 def _cluster_name(client: Any) -> str:
     return f"the Dask cluster at {client.scheduler.address}"
+
+
+def _lost(where: str, err: BaseException) -> ClusterError:
+    return ClusterError(f"{where}: lost the cluster: {err!r}")
 
 
 @contextlib.contextmanager
@@ -125,25 +131,44 @@ def _wait(client: Any, futures: list, where: str, timeout: float) -> None:
         try:
             n_threads = sum(client.nthreads().values())
         except (OSError, TimeoutError, CancelledError) as err:
-            raise ClusterError(f"{where}: lost {_cluster_name(client)}: {err!r}") from err
+            raise _lost(where, err) from err
         without_workers = 0.0 if n_threads else without_workers + _POLL
         if without_workers >= timeout:
-            raise ClusterError(f"{where}: {_cluster_name(client)} has had no worker for "
+            raise ClusterError(f"{where}: the cluster has had no worker for "
                                f"{without_workers:g} s")
 
 
-def _gather(client: Any, futures: list, where: str, timeout: float) -> list:
-    """The results of ``futures`` in order. A task's own exception is re-raised as is (with a
-    note naming ``where``); a lost cluster or worker raises ClusterError."""
+def _lost_cluster_errors() -> tuple[type[BaseException], ...]:
+    """What Dask raises when the scheduler or the workers (not a task) fail."""
     dd = _dask()
+    return OSError, TimeoutError, CancelledError, dd.KilledWorker, dd.client.ClosedClientError
+
+
+def _run(client: Any, submit: Callable[[], list], where: str, timeout: float) -> list:
+    """The results of the futures ``submit()`` returns, in order. A task's own exception is
+    re-raised as is (with a note naming ``where``); a lost cluster raises ClusterError."""
     try:
+        futures = submit()
         _wait(client, futures, where, timeout)
         return client.gather(futures)
-    except (OSError, TimeoutError, CancelledError, dd.KilledWorker) as err:
-        raise ClusterError(f"{where}: lost {_cluster_name(client)}: {err!r}") from err
+    except _lost_cluster_errors() as err:
+        raise _lost(where, err) from err
     except Exception as err:
         err.add_note(f"raised in a task of {where}")
         raise
+
+
+def _scatter(client: Any, arrays: list, where: str, timeout: float) -> list:
+    """Futures of ``arrays``, each copied to every worker (waiting up to ``timeout`` seconds
+    for a first worker)."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError as err:
+        raise ClusterError(f"{where}: the cluster has no worker (waited {timeout:g} s)"
+                           ) from err
+    except (OSError, CancelledError) as err:
+        raise _lost(where, err) from err
+    return client.scatter(arrays, broadcast=True, hash=False)
 
 
 # --- fit ----------------------------------------------------------------------------------------
@@ -240,24 +265,32 @@ def fit(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state: Any,
     completed: dict = {"history": {}}
 
     with _connect(client, n_workers, who, timeout) as c:
-        try:
-            c.wait_for_workers(1, timeout=timeout)
-        except TimeoutError as err:
-            raise ClusterError(f"{who}: {_cluster_name(c)} has no worker (waited "
-                               f"{timeout:g} s)") from err
+        who = f"{who} on {_cluster_name(c)}"
+        data = _scatter(c, [x, targets], who, timeout)
         n_shards = shards or len(c.nthreads())
-        x_ref, t_ref = c.scatter([x, targets], broadcast=True, hash=False)
 
         def step(params: Any, state: Any, opt_state: Any, idx: np.ndarray) -> tuple:
             number = next(counter)
             where = (f"{who}, epoch {number // n_batches + 1} step {number % n_batches + 1} "
                      f"({n_shards} shards)")
             parts = [(i, p) for i, p in enumerate(np.array_split(idx, n_shards)) if len(p)]
-            futures = [c.submit(_shard_gradients, net, crit, params,
-                                _shard_state(state, i, n_shards), x_ref, t_ref, part,
-                                key=f"fnn-fit-{run}-{number}-{i}") for i, part in parts]
+
+            def shard_results(attempt: int) -> list:
+                return _run(c, lambda: [
+                    c.submit(_shard_gradients, net, crit, params,
+                             _shard_state(state, i, n_shards), *data, part,
+                             key=f"fnn-fit-{run}-{number}-{attempt}-{i}")
+                    for i, part in parts], where, timeout)
+
             try:
-                results = _gather(c, futures, where, timeout)
+                try:
+                    results = shard_results(0)
+                except ClusterError:
+                    if all(ref.status == "finished" for ref in data):
+                        raise
+                    # Every worker holding the data died: scatter them again, run the step again.
+                    data[:] = _scatter(c, [x, targets], where, timeout)
+                    results = shard_results(1)
             except ClusterError as err:
                 err.result = FitResult(params, state, opt_state, completed["history"])
                 raise
@@ -280,7 +313,7 @@ def fit(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state: Any,
                               progress=progress, on_epoch=epoch_done)
         finally:
             with contextlib.suppress(Exception):
-                c.cancel([x_ref, t_ref])
+                c.cancel(data)
 
 
 # --- sweep --------------------------------------------------------------------------------------
@@ -299,5 +332,9 @@ def sweep(train: Callable[[Any], Any], configs: Iterable[Any], client: Any = Non
     with _connect(client, n_workers, "fnn.distributed.sweep", timeout) as c:
         futures = [c.submit(train, config, key=f"fnn-sweep-{run}-{i}")
                    for i, config in enumerate(configs)]
-        _wait(c, futures, f"fnn.distributed.sweep of {len(configs)} configs", timeout)
-        return [f.exception() if f.status == "error" else f.result() for f in futures]
+        where = f"fnn.distributed.sweep of {len(configs)} configs on {_cluster_name(c)}"
+        try:
+            _wait(c, futures, where, timeout)
+            return [f.exception() if f.status == "error" else f.result() for f in futures]
+        except _lost_cluster_errors() as err:
+            raise _lost(where, err) from err
