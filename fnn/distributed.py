@@ -187,6 +187,10 @@ def _shard_gradients(net: Any, crit: Any, params: Any, state: Any, x: np.ndarray
                      targets: np.ndarray, idx: np.ndarray) -> tuple:
     """The task: loss and gradients on ``x[idx]``. Returns (grads, state, loss, n_correct,
     denominator) where ``denominator`` is what a "mean" criterion divided the loss by."""
+    # Fresh copies of the arrays Dask deserialized: computing on those buffers directly gave
+    # last-bit differences from run to run (docs/distributed.md); on copies a run repeats.
+    params, state = tree.map(lambda a: np.array(a) if isinstance(a, np.ndarray) else a,
+                             (params, state))
     xb, tb = x[idx], targets[idx]
     loss, grads, state, y, lcache = loss_and_gradients(net, crit, params, state, xb, tb)
     n_correct = int(np.sum(np.argmax(y, axis=1) == np.argmax(tb, axis=1)))
