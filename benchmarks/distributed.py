@@ -91,19 +91,35 @@ def _seconds_per_step(fit, net, x, labels, batch_size, **kwargs) -> float:
     return result.history["seconds"][0] / -(-len(x) // batch_size)  # without the scatter
 
 
+def _cpu_seconds(client) -> tuple[float, list[float]]:
+    """CPU seconds used so far by this process and by each worker process."""
+    return time.process_time(), sorted(client.run(time.process_time).values())
+
+
 def speed(client, rounds: int, steps: int) -> dict:
     out = {}
     for dtype in (np.float32, np.float64):
         net, x, labels = _cnn(dtype, 512 * steps)
-        local, dist = [], []
+        local, dist, cpu_local, cpu_workers, cpu_driver = [], [], [], [], []
         for _ in range(rounds):
+            start = time.process_time()
             with threadpool_limits(limits=1):
                 local.append(_seconds_per_step(fnn.fit, net, x, labels, 512))
+            cpu_local.append((time.process_time() - start) / steps)
+            driver, workers = _cpu_seconds(client)
             dist.append(_seconds_per_step(fd.fit, net, x, labels, 512, client=client))
+            driver2, workers2 = _cpu_seconds(client)
+            cpu_driver.append((driver2 - driver) / steps)
+            cpu_workers.append(max(b - a for a, b in zip(workers, workers2)) / steps)
         name = np.dtype(dtype).name
         out[f"cnn512_{name}_1proc_s_per_step"] = statistics.median(local)
         out[f"cnn512_{name}_2workers_s_per_step"] = statistics.median(dist)
         out[f"cnn512_{name}_speedup"] = statistics.median(a / b for a, b in zip(local, dist))
+        # CPU seconds per step: the one process; the busier worker; the driver (scheduler and
+        # client included). Under contention wall time is not CPU time; these are.
+        out[f"cnn512_{name}_1proc_cpu_s_per_step"] = statistics.median(cpu_local)
+        out[f"cnn512_{name}_busier_worker_cpu_s_per_step"] = statistics.median(cpu_workers)
+        out[f"cnn512_{name}_driver_cpu_s_per_step"] = statistics.median(cpu_driver)
     # Where the time goes: the workers' busy time per step against the wall time of a step.
     net, x, labels = _cnn(np.float32, 512 * steps)
     client.get_task_stream()  # start recording

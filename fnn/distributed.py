@@ -154,15 +154,21 @@ def _lost_cluster_errors() -> tuple[type[BaseException], ...]:
 def _run(client: Any, submit: Callable[[], list], where: str, timeout: float) -> list:
     """The results of the futures ``submit()`` returns, in order. A task's own exception is
     re-raised as is (with a note naming ``where``); a lost cluster raises ClusterError."""
+    futures: list = []
     try:
         futures = submit()
         _wait(client, futures, where, timeout)
         return client.gather(futures)
-    except _lost_cluster_errors() as err:
-        raise _lost(where, err) from err
-    except Exception as err:
-        err.add_note(f"raised in a task of {where}")
+    except ClusterError:
         raise
+    except Exception as err:
+        # A task's own OSError (say) is the task's, not a lost cluster.
+        by_task = any(f.status == "error" for f in futures) and not isinstance(
+            err, _dask().KilledWorker)
+        if by_task or not isinstance(err, _lost_cluster_errors()):
+            err.add_note(f"raised in a task of {where}")
+            raise
+        raise _lost(where, err) from err
 
 
 def _scatter(client: Any, arrays: list, where: str, timeout: float) -> list:
