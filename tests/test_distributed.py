@@ -109,6 +109,28 @@ def test_batchnorm_and_dropout_are_reproducible_for_a_shard_count(two_workers):
     assert a.state[2].key != one.state[2].key
 
 
+def _misaligned(a):
+    """A copy of ``a`` at an address that is not a multiple of its itemsize, as Dask can
+    deserialize it."""
+    buf = np.empty(a.nbytes + 16, np.uint8)
+    start = (-buf.ctypes.data) % 8 + 4
+    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned
+    return out
+
+
+def test_the_shard_task_does_not_depend_on_where_dask_put_the_params():
+    net, (x, labels) = _mlp(coupled=True), _blobs()
+    params, state = net.init(3)
+    t = fnn.data.one_hot(labels, 3)
+    idx = np.arange(40)
+    aligned = fd._shard_gradients(net, fnn.ClassNLLCriterion(), params, state, x, t, idx)
+    moved = fnn.tree.map(lambda a: _misaligned(a) if isinstance(a, np.ndarray) else a,
+                         (params, state))
+    _assert_equal(fd._shard_gradients(net, fnn.ClassNLLCriterion(), *moved, x, t, idx), aligned)
+
+
 def test_a_worker_killed_mid_epoch_changes_nothing(two_workers):
     net = _mlp(coupled=True)
     kwargs = dict(client=two_workers, shards=2, epochs=2, batch_size=8)  # 12 steps per epoch
