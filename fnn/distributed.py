@@ -201,8 +201,8 @@ def _shard_gradients(net: Any, crit: Any, params: Any, state: Any, x: np.ndarray
     """The task: loss and gradients on ``x[idx]``. Returns (grads, state, loss, n_correct,
     denominator) where ``denominator`` is what a "mean" criterion divided the loss by."""
     # Fresh (aligned) copies of the arrays Dask deserialized: its receive buffers can put an
-    # array at an address that is not a multiple of its itemsize, and numpy's matmul does not
-    # call BLAS on such arrays (another summation order): last-bit differences between runs.
+    # array at an address that is not a multiple of its itemsize, and a matrix product with
+    # such an array sums in another order (measured): last-bit differences between runs.
     params, state = tree.map(lambda a: np.array(a) if isinstance(a, np.ndarray) else a,
                              (params, state))
     xb, tb = x[idx], targets[idx]
