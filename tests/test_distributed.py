@@ -133,15 +133,21 @@ def test_the_shard_task_does_not_depend_on_where_dask_put_the_params():
 
 def test_a_worker_killed_mid_epoch_changes_nothing(two_workers):
     net = _mlp(coupled=True)
-    kwargs = dict(client=two_workers, shards=2, epochs=2, batch_size=8)  # 12 steps per epoch
+    kwargs = dict(client=two_workers, shards=2, epochs=2, batch_size=4)  # 24 steps per epoch
     ref = _fit(fd.fit, net, **kwargs)
     victim = sorted(two_workers.run(os.getpid).values())[0]
+    killed = threading.Event()
+
+    def kill():
+        os.kill(victim, signal.SIGKILL)
+        killed.set()
 
     def kill_soon(epoch, history):
-        if epoch == 1:  # during epoch 2, about 0.1 s into it
-            threading.Timer(0.1, os.kill, (victim, signal.SIGKILL)).start()
+        if epoch == 1:  # early in epoch 2, from another thread while the steps go on
+            threading.Timer(0.01, kill).start()
 
     got = _fit(fd.fit, net, on_epoch=kill_soon, **kwargs)
+    assert killed.is_set()  # before fit returned, so during epoch 2
     assert victim not in two_workers.run(os.getpid).values()
     _assert_equal((got.params, got.state, got.opt_state), (ref.params, ref.state, ref.opt_state))
     assert got.history["loss"] == ref.history["loss"]
