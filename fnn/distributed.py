@@ -42,7 +42,8 @@ _POLL = 1.0
 class ClusterError(RuntimeError):
     """The Dask cluster was unreachable or lost its workers: the message names the cluster and
     the step. ``result`` is the :class:`fnn.train.FitResult` of the last completed step (its
-    history covers the completed epochs), or None outside ``fit``."""
+    history covers the completed epochs); None when no step had started (connecting,
+    scattering the data) and in :func:`sweep`."""
 
     def __init__(self, message: str, result: FitResult | None = None) -> None:
         super().__init__(message)
@@ -257,7 +258,8 @@ def fit(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state: Any,
     returns to the driver, which forms ``g = sum_i (n_i / B) g_i`` in shard order (for a
     criterion with ``reduction="sum"``: ``sum_i g_i``; with class weights: each shard's share
     of the weight sum) and applies ``opt.update``. Without batch-coupled layers the params
-    equal ``fnn.fit``'s up to the summation order; with ``shards=1``, bit for bit.
+    equal ``fnn.fit``'s up to the summation order; with ``shards=1``, bit for bit (when the
+    driver's BLAS, like the workers', runs one thread).
 
     Layer state: floating-point leaves (BatchNorm's moving statistics, computed per shard)
     are combined with the same weights; random keys: shard ``i`` runs with
