@@ -7,6 +7,7 @@ mid-epoch, lost clusters, sweeps and the command line. Params are compared, neve
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -161,6 +162,8 @@ def test_losing_every_worker_raises_with_the_last_completed_step():
     with _small_cluster(1) as cluster, distributed.Client(cluster) as c:
         def stop_workers(epoch, history):
             cluster.scale(0)
+            while c.nthreads():  # gone before epoch 2 starts
+                time.sleep(0.01)
 
         with pytest.raises(fd.ClusterError, match=r"epoch 2 step 1 .*no worker") as info:
             _fit(fd.fit, _mlp(), client=c, epochs=3, on_epoch=stop_workers, timeout=1.0)
