@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="BLAS threads; the matrices are small and more threads mostly contend "
                         "(default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="train data-parallel on a Dask LocalCluster of N worker processes "
+                        "(1 thread each; fnn.distributed, the 'distributed' extra)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="train data-parallel on the existing Dask cluster at ADDRESS, e.g. "
+                        "tcp://10.0.0.1:8786 (one shard per worker)")
     p.add_argument("--out", metavar="DIR", default=None, help="(default: runs/MODEL)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no epoch lines")
     p.add_argument("--augment", action="store_true",
@@ -165,6 +172,11 @@ def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         except FileNotFoundError as err:
             p.error(f"--mnist: {err}" if Path(args.mnist).is_dir()
                     else f"--mnist: no directory {args.mnist}")
+    if args.workers is not None and (args.workers <= 0 or args.scheduler is not None):
+        p.error("--workers must be positive and cannot be combined with --scheduler")
+    if args.augment and (args.workers is not None or args.scheduler is not None):
+        p.error("--augment runs in this process: it cannot be combined with --workers or "
+                "--scheduler")
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     args.out = Path(args.out if args.out is not None else Path("runs") / args.model)
     if args.out.exists() and not args.out.is_dir():
@@ -197,6 +209,14 @@ def _blas_threads(n: int) -> contextlib.AbstractContextManager:
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(limits=n, user_api="blas")
+
+
+def _fit_function(args: argparse.Namespace) -> Callable[..., train.FitResult]:
+    """fnn.fit, or fnn.distributed.fit on the cluster that --workers / --scheduler name."""
+    if args.workers is None and args.scheduler is None:
+        return train.fit
+    from . import distributed
+    return functools.partial(distributed.fit, n_workers=args.workers, client=args.scheduler)
 
 
 def plot_history(history: dict, path: Path, title: str | None = None) -> bool:
@@ -248,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     with _blas_threads(args.threads):
-        fit = _fit_augmented if args.augment else train.fit
+        fit = _fit_augmented if args.augment else _fit_function(args)
         result = fit(net, crit, opt, params, state, opt.init(params), x=x_train,
                      labels=y_train, epochs=args.epochs, batch_size=args.batch_size,
                      key=k_fit, validation=(x_test, y_test), n_classes=n_classes,

@@ -18,7 +18,8 @@ from .core import Key, backward_params, split_key
 from .data import batches, one_hot, positive_int
 from .tree import eval_mode, train_mode
 
-__all__ = ["train_step", "predict", "evaluate", "fit", "FitResult", "HISTORY_KEYS"]
+__all__ = ["train_step", "loss_and_gradients", "predict", "evaluate", "fit", "run_epochs",
+           "FitResult", "HISTORY_KEYS"]
 
 # The per-epoch entries of a history, each a list with one float per epoch.
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -31,11 +32,22 @@ def train_step(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state
     Returns ``(params, state, opt_state, loss, y)`` with the new params, layer state and
     optimizer state, the batch loss and the network output before the update.
     """
+    loss, grads, state, y, _ = loss_and_gradients(net, crit, params, state, x, t)
+    params, opt_state = opt.update(params, grads, opt_state)
+    return params, state, opt_state, loss, y
+
+
+def loss_and_gradients(net: Any, crit: Any, params: Any, state: Any, x: np.ndarray,
+                       t: np.ndarray) -> tuple[np.generic, Any, Any, np.ndarray, Any]:
+    """Forward, loss and backward on the batch ``(x, t)``, without the update.
+
+    Returns ``(loss, grads, state, y, loss_cache)``: the batch loss, d loss / d params (the
+    params' tree), the new layer state, the network output and the criterion's cache.
+    """
     y, cache = net.forward(params, state, x)
     loss, lcache = crit.forward(y, t)
     grads = backward_params(net, params, cache, crit.backward(lcache))  # no unused input dx
-    params, opt_state = opt.update(params, grads, opt_state)
-    return params, cache.state, opt_state, loss, y
+    return loss, grads, cache.state, y, lcache
 
 
 def predict(net: Any, params: Any, state: Any, x: np.ndarray, batch_size: int = 512
@@ -101,32 +113,48 @@ def fit(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state: Any, 
     shows a tqdm bar over each epoch's batches when tqdm is installed (nothing otherwise);
     ``on_epoch(epoch, history)`` is called after each epoch (epoch counts from 1).
     """
-    epochs = positive_int("fit", "epochs", epochs)
-    batch_size = positive_int("fit", "batch_size", batch_size)
-    x, labels = _samples(x, labels, "")
-    if n_classes is None:
-        n_classes = int(labels.max()) + 1
-    n_classes = positive_int("fit", "n_classes", n_classes)
-    if validation is not None:
-        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-            raise ValueError(f"fit: validation must be a pair (x, labels), got "
-                             f"{type(validation).__name__}")
-        validation = _samples(*validation, "validation ")
-    targets = one_hot(labels, n_classes, x.dtype)
+    x, targets, validation = fit_arguments("fit", x, labels, epochs, batch_size, n_classes,
+                                           validation)
+
+    def step(params: Any, state: Any, opt_state: Any, idx: np.ndarray) -> tuple:
+        xb, tb = x[idx], targets[idx]
+        params, state, opt_state, loss, y = train_step(net, crit, opt, params, state,
+                                                       opt_state, xb, tb)
+        n_correct = int(np.sum(np.argmax(y, axis=1) == np.argmax(tb, axis=1)))
+        return params, state, opt_state, float(loss) * len(xb), n_correct
+
+    return run_epochs(step, net, crit, params, state, opt_state, len(x), epochs=epochs,
+                      batch_size=batch_size, key=key, validation=validation, progress=progress,
+                      on_epoch=on_epoch)
+
+
+def run_epochs(step: Callable[..., tuple], net: Any, crit: Any, params: Any, state: Any,
+               opt_state: Any, n_samples: int, *, epochs: int, batch_size: int, key: int | Key,
+               validation: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = False,
+               on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
+    """The epoch loop of :func:`fit` around any ``step``, with its batches and history.
+
+    Epoch ``e`` draws the index batches of ``fnn.data.batches`` over ``range(n_samples)`` with
+    the e-th key split off ``key`` (so ``x[idx]`` is the batch ``batches(x, ...)`` yields) and
+    calls ``step(params, state, opt_state, idx) -> (params, state, opt_state, loss_sum,
+    n_correct)``, where ``loss_sum`` is the batch loss times the batch size. The state is put
+    in training mode first; the history, ``validation``, ``progress`` and ``on_epoch`` are as
+    in :func:`fit`. ``fnn.distributed.fit`` runs its sharded step in this same loop.
+    """
     history: dict = {k: [] for k in HISTORY_KEYS}
     state = train_mode(state)
-    n_batches = -(-len(x) // batch_size)
+    index = np.arange(n_samples)
+    n_batches = -(-n_samples // batch_size)
     for epoch, epoch_key in enumerate(split_key(key, epochs), start=1):
         start = time.perf_counter()
         total_loss, n_correct = 0.0, 0
-        for xb, tb in _progress(batches(x, targets, batch_size, key=epoch_key), n_batches,
+        for idx, _ in _progress(batches(index, index, batch_size, key=epoch_key), n_batches,
                                 f"epoch {epoch}/{epochs}", progress):
-            params, state, opt_state, loss, y = train_step(net, crit, opt, params, state,
-                                                           opt_state, xb, tb)
-            total_loss += float(loss) * len(xb)
-            n_correct += int(np.sum(np.argmax(y, axis=1) == np.argmax(tb, axis=1)))
-        history["loss"].append(total_loss / len(x))
-        history["accuracy"].append(n_correct / len(x))
+            params, state, opt_state, loss_sum, correct = step(params, state, opt_state, idx)
+            total_loss += loss_sum
+            n_correct += correct
+        history["loss"].append(total_loss / n_samples)
+        history["accuracy"].append(n_correct / n_samples)
         if validation is not None:
             val_loss, val_acc = evaluate(net, crit, params, state, *validation)
             history["val_loss"].append(val_loss)
@@ -137,17 +165,38 @@ def fit(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state: Any, 
     return FitResult(params=params, state=state, opt_state=opt_state, history=history)
 
 
-def _samples(x: Any, labels: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, labels)`` as arrays if x is a non-empty float array (N, ...) and labels integer
-    classes (N,), else a ValueError from ``fit`` saying what it wants (one-hot rows are a
-    common slip)."""
+def fit_arguments(who: str, x: Any, labels: Any, epochs: Any, batch_size: Any,
+                  n_classes: Any, validation: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The checks of :func:`fit`'s arguments (shared with ``fnn.distributed.fit``, named
+    ``who`` in the errors), before any training: returns ``(x, one-hot targets in x's dtype,
+    validation as a pair of arrays or None)``."""
+    positive_int(who, "epochs", epochs)
+    positive_int(who, "batch_size", batch_size)
+    x, labels = _samples(who, x, labels, "")
+    if n_classes is None:
+        n_classes = int(labels.max()) + 1
+    n_classes = positive_int(who, "n_classes", n_classes)
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise ValueError(f"{who}: validation must be a pair (x, labels), got "
+                             f"{type(validation).__name__}")
+        validation = _samples(who, *validation, "validation ")
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+    return x, one_hot(labels, n_classes, dtype), validation
+
+
+def _samples(who: str, x: Any, labels: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, labels)`` as arrays if x is a non-empty array (N, ...) of floats (or of integer
+    indices, for a network that starts with an Embedding) and labels integer classes (N,),
+    else a ValueError from ``who`` saying what it wants (one-hot rows are a common slip)."""
     x, labels = np.asarray(x), np.asarray(labels)
-    if x.ndim < 1 or len(x) == 0 or not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"fit: {which}x must be a non-empty float array (N, ...), got "
-                         f"{x.dtype} of shape {x.shape}")
+    if x.ndim < 1 or len(x) == 0 or not (np.issubdtype(x.dtype, np.floating)
+                                         or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{who}: {which}x must be a non-empty float (or integer index) array "
+                         f"(N, ...), got {x.dtype} of shape {x.shape}")
     if labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer):
         hint = " (one-hot rows? pass labels.argmax(axis=1))" if labels.ndim == 2 else ""
-        raise ValueError(f"fit: {which}labels must be integer classes of shape ({len(x)},) "
+        raise ValueError(f"{who}: {which}labels must be integer classes of shape ({len(x)},) "
                          f"for x's {len(x)} samples, got {labels.dtype} of shape "
                          f"{labels.shape}{hint}")
     return x, labels

@@ -157,7 +157,8 @@ def _args(**change):
     ({"epochs": -1}, "fit: epochs must be a positive integer, got -1"),
     ({"epochs": True}, "fit: epochs must be a positive integer"),
     ({"x": np.zeros((0, 6)), "labels": np.zeros(0, np.int64)}, "fit: x must be a non-empty"),
-    ({"x": np.ones((40, 6), np.int64)}, "fit: x must be a non-empty float array"),
+    ({"x": np.ones((40, 6), np.bool_)}, "fit: x must be a non-empty float"),
+    ({"x": np.ones((40, 6), np.complex128)}, "fit: x must be a non-empty float"),
     ({"labels": np.eye(3)[_blobs(40)[1]]}, r"fit: labels must be integer classes .*one-hot"),
     ({"labels": np.zeros(39, np.int64)}, r"integer classes of shape \(40,\)"),
     ({"labels": np.zeros(40)}, "fit: labels must be integer classes"),
@@ -172,6 +173,22 @@ def test_fit_refuses_bad_arguments_before_training(change, match):
     with pytest.raises(ValueError, match=match):
         train.fit(*args, **kwargs, on_epoch=lambda *a: calls.append(a))
     assert calls == []
+
+
+def test_fit_on_integer_x_for_an_embedding_network():
+    """Integer x is token indices: fit trains a network that starts with an Embedding, and a
+    network that wants floats refuses it at its first layer, before any update."""
+    rng = np.random.default_rng(0)
+    tokens, labels = rng.integers(0, 5, (40, 3)), rng.integers(0, 2, 40)
+    net = fnn.Sequential([fnn.Embedding(5, 4), fnn.Flatten(), fnn.Linear(12, 2), fnn.LogSoftMax()])
+    opt = fnn.Adam(learning_rate=0.01)
+    params, state = net.init(0)
+    result = train.fit(net, fnn.ClassNLLCriterion(), opt, params, state, opt.init(params),
+                       x=tokens, labels=labels, epochs=2, batch_size=8, key=0)
+    assert len(result.history["loss"]) == 2
+    (net, crit, opt, params, state, opt_state), kwargs = _args(x=np.ones((40, 6), np.int64))
+    with pytest.raises(TypeError, match="expected a floating-point input, got dtype int64"):
+        train.fit(net, crit, opt, params, state, opt_state, **kwargs)
 
 
 def test_fit_arguments_after_opt_state_are_keyword_only():
