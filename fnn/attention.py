@@ -49,6 +49,8 @@ class AttentionParams:
 
 @attrs.frozen
 class AttentionCache:
+    """What MultiHeadAttention's backward needs (shapes below); ``state`` the new state."""
+
     x: np.ndarray  # (N, T, dim)
     q: np.ndarray  # (N, H, T, d), already scaled by 1 / sqrt(d)
     k: np.ndarray  # (N, H, T, d)
@@ -204,6 +206,9 @@ class MultiHeadAttention(Layer):
 
     def backward(self, params: AttentionParams, cache: AttentionCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, AttentionParams]:
+        """Inputs: params, the forward's cache, dy (N, T, dim).
+
+        Returns dx (N, T, dim) and ``AttentionParams`` of the gradients (see the class)."""
         x = cache.x
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, x.shape, "gradient")

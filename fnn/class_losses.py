@@ -23,6 +23,8 @@ __all__ = ["ClassCache", "NLLLoss", "CrossEntropy"]
 
 @attrs.frozen
 class ClassCache:
+    """What CrossEntropy's / NLLLoss's backward needs."""
+
     log_probs: np.ndarray  # (N, ..., C): log-softmax of the logits (CrossEntropy) or the input
     target: np.ndarray  # class indices (N, ...) as int64, or probabilities (N, ..., C), y's dtype
     denominator: Any  # what "mean" divides by

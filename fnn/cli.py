@@ -107,6 +107,8 @@ def recurrent(cell: str, sequence_shape: tuple[int, int], n_classes: int, hidden
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments, every one checked (argparse's usage error, exit status 2,
+    for a bad one), the defaults filled in and the output directory created."""
     p = argparse.ArgumentParser(
         prog="fnn", description="Train an fnn classifier on the 8x8 digits (or MNIST IDX files).",
         epilog="Writes model.npz (fnn.load reads it), history.json and curves.png to --out.")

@@ -36,17 +36,23 @@ __all__ = ["Conv1d", "Conv2d", "ConvParams", "ConvParamsNoBias", "ConvCache"]
 
 @attrs.frozen
 class ConvParams:
+    """Conv1d's / Conv2d's params: kernel W and bias b."""
+
     W: np.ndarray  # (out_channels, in_channels // groups, *kernel): kernel (kh, kw) or (k,)
     b: np.ndarray  # (out_channels,)
 
 
 @attrs.frozen
 class ConvParamsNoBias:
+    """Conv1d's / Conv2d's params with ``bias=False``: the kernel W only."""
+
     W: np.ndarray  # as ConvParams.W: a convolution with bias=False
 
 
 @attrs.frozen
 class ConvCache:
+    """Conv1d's / Conv2d's cache: the input x itself (backward recomputes its windows)."""
+
     x: np.ndarray  # the input as given, (N, in_channels, H, W) or (N, in_channels, L)
     state: Any = ()
 

@@ -120,18 +120,21 @@ def real_float(value: Any) -> Any:
 
 
 def positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Validator: an integer > 0 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a positive "
                          f"integer, got {value!r}")
 
 
 def boolean(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Validator: True or False (not 0/1)."""
     if not isinstance(value, bool):
         raise ValueError(f"{type(instance).__name__}: {attribute.name} must be True or False, "
                          f"got {value!r}")
 
 
 def finite_real(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Validator: a finite real number (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
         raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a finite real "
                          f"number, got {value!r}")

@@ -25,12 +25,16 @@ __all__ = ["Dropout", "DropoutState", "DropoutCache"]
 
 @attrs.frozen
 class DropoutState:
+    """Dropout's state: the mode and the key of the next mask."""
+
     training: bool
     key: Key
 
 
 @attrs.frozen
 class DropoutCache:
+    """Dropout's cache: the scaled mask (None in evaluation), x's shape, the new state."""
+
     mask: np.ndarray | None  # kept / (1 - p) per element, in x's dtype; None in eval mode
     x_shape: tuple  # to check dy in either mode
     state: DropoutState

@@ -31,11 +31,15 @@ __all__ = ["Embedding", "EmbeddingParams", "EmbeddingCache", "PositionalEmbeddin
 
 @attrs.frozen
 class EmbeddingParams:
+    """Embedding's params: the table W (num_embeddings, dim)."""
+
     W: np.ndarray  # (num_embeddings, dim): torch's ``weight``
 
 
 @attrs.frozen
 class EmbeddingCache:
+    """Embedding's cache: the indices."""
+
     x: np.ndarray  # the integer indices
     state: Any = ()
 
@@ -79,6 +83,8 @@ class Embedding(Layer):
         return None if self.padding_idx is None else self.padding_idx % self.num_embeddings
 
     def init(self, key: int | Key) -> tuple[EmbeddingParams, tuple]:
+        """Inputs: ``key``. Returns ``(EmbeddingParams(W (num_embeddings, dim)), ())``: W from
+        ``w_init`` (None: N(0, 1), as torch) in ``dtype``, the padding_idx row zeroed."""
         W = init_param(self.w_init or _standard_normal, as_key(key),
                        (self.num_embeddings, self.dim), self.dtype, self.num_embeddings)
         if self._pad is not None:
@@ -116,6 +122,10 @@ class Embedding(Layer):
 
     def backward(self, params: EmbeddingParams, cache: EmbeddingCache, dy: np.ndarray
                  ) -> tuple[None, EmbeddingParams]:
+        """Inputs: params, the cache, dy (x's shape + (dim,)).
+
+        Returns ``(None, EmbeddingParams(dW))``: dW[i] = the sum of dy over the positions
+        holding index i (0 for padding_idx); integer inputs have no gradient."""
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, (*cache.x.shape, self.dim), "gradient")
         dW = np.zeros(params.W.shape, dy.dtype)
@@ -127,6 +137,8 @@ class Embedding(Layer):
 
 @attrs.frozen
 class PositionsCache:
+    """The positional layers' cache: x's shape."""
+
     x_shape: tuple  # to check dy
     state: Any = ()
 
@@ -158,6 +170,8 @@ class PositionalEmbedding(Layer):
     dtype: str = dtype_field()
 
     def init(self, key: int | Key) -> tuple[PositionalParams, tuple]:
+        """Inputs: ``key``. Returns ``(PositionalParams(W (max_len, dim)), ())``, W from ``w_init``
+        (None: N(0, 1)) in ``dtype``."""
         W = init_param(self.w_init or _standard_normal, as_key(key), (self.max_len, self.dim),
                        self.dtype, self.max_len)
         return PositionalParams(W=W), ()
@@ -181,6 +195,8 @@ class PositionalEmbedding(Layer):
 
     def backward(self, params: PositionalParams, cache: PositionsCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, PositionalParams]:
+        """Inputs: params, the cache, dy (N, T, dim). Returns dx = dy (a copy) and
+        ``PositionalParams(dW)``: dW[:T] = dy summed over the batch, 0 beyond T."""
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.x_shape, "gradient")
         dW = np.zeros(params.W.shape, params.W.dtype)
@@ -215,6 +231,7 @@ class SinusoidalPositions(Layer):
 
     def forward(self, params: Any, state: Any, x: np.ndarray
                 ) -> tuple[np.ndarray, PositionsCache]:
+        """Inputs: params and state ``()``, x (N, T, dim). Returns x + P[:T] and the cache."""
         x = as_float_array(self, x)
         _sequence_shape(self, x.shape, None)
         return x + sinusoidal_table(x.shape[1], self.dim, x.dtype), PositionsCache(
@@ -222,6 +239,7 @@ class SinusoidalPositions(Layer):
 
     def backward(self, params: Any, cache: PositionsCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, tuple]:
+        """Inputs: params, the cache, dy (N, T, dim). Returns dx = dy (a copy) and ``()``."""
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.x_shape, "gradient")
         return dy.copy(), ()

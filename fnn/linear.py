@@ -28,12 +28,16 @@ __all__ = ["Linear", "LinearParams", "LinearCache", "ChannelwiseScaling", "Scali
 
 @attrs.frozen
 class LinearParams:
+    """Linear's params: W (n_out, n_in) and b (n_out,)."""
+
     W: np.ndarray  # (n_out, n_in)
     b: np.ndarray  # (n_out,)
 
 
 @attrs.frozen
 class LinearCache:
+    """Linear's cache: the input x (N, ..., n_in)."""
+
     x: np.ndarray
     state: Any = ()
 
@@ -142,6 +146,9 @@ def affine_backward(x: np.ndarray, W: np.ndarray, dy: np.ndarray, need_dx: bool 
 
 @attrs.frozen
 class ScalingParams:
+    """The params of ChannelwiseScaling and of the affine parts of the normalisation layers: gamma
+    and beta."""
+
     gamma: np.ndarray  # (n_out,)
     beta: np.ndarray  # (n_out,)
 
@@ -153,6 +160,8 @@ def scaling_shapes(shape: tuple[int, ...], dtype: str) -> ScalingParams:
 
 @attrs.frozen
 class ScalingCache:
+    """ChannelwiseScaling's cache: the input x (N, n_out)."""
+
     x: np.ndarray
     state: Any = ()
 

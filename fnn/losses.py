@@ -30,6 +30,8 @@ __all__ = ["MSECriterion", "ClassNLLCriterionUnstable", "ClassNLLCriterion", "Cr
 
 @attrs.frozen
 class CriterionCache:
+    """The classic criteria's cache: the input y and the target in y's dtype."""
+
     y: np.ndarray  # the input (for the unstable NLL: clipped)
     target: np.ndarray  # in y's dtype
 

@@ -42,6 +42,8 @@ __all__ = ["BatchNormalization", "BatchNormState", "BatchNormCache", "BatchNorm2
 
 @attrs.frozen
 class BatchNormState:
+    """The state of BatchNormalization and BatchNorm2d: the mode and the moving statistics."""
+
     training: bool
     moving_mean: np.ndarray  # (n_features,)
     moving_variance: np.ndarray  # (n_features,)
@@ -59,6 +61,8 @@ def batchnorm_state(n: int, dtype: Any, array: Any = np.zeros) -> BatchNormState
 
 @attrs.frozen
 class BatchNormCache:
+    """BatchNormalization's cache (also inside BatchNorm2d's and LayerNorm's :class:`NormCache`)."""
+
     xhat: np.ndarray | None  # normalized input (training mode only)
     inv_std: np.ndarray  # 1 / sqrt(var + eps), (n_features,)
     training: bool

@@ -23,6 +23,8 @@ __all__ = ["MaxPool1d", "MaxPool2d", "MaxPoolCache", "AvgPool1d", "AvgPool2d",
 
 @attrs.frozen
 class MaxPoolCache:
+    """MaxPool1d's / MaxPool2d's cache: the offset of each window's maximum and x's shape."""
+
     argmax: np.ndarray  # (N, C, *output sizes) int8/int32: offset i*kw + j of each window's max
     x_shape: tuple
     state: Any = ()
@@ -30,6 +32,8 @@ class MaxPoolCache:
 
 @attrs.frozen
 class PoolCache:
+    """The average pools' cache: x's shape."""
+
     x_shape: tuple
     state: Any = ()
 

@@ -46,6 +46,8 @@ __all__ = ["Recurrent", "RecurrentParams", "RecurrentCache", "RNN", "LSTM", "GRU
 
 @attrs.frozen
 class RecurrentParams:
+    """RNN/LSTM/GRU params in PyTorch's layout (G = 1, 4, 3 gates; H hidden, F input features)."""
+
     W_ih: np.ndarray  # (G*H, F)
     W_hh: np.ndarray  # (G*H, H)
     b_ih: np.ndarray  # (G*H,)
@@ -54,6 +56,8 @@ class RecurrentParams:
 
 @attrs.frozen
 class RecurrentCache:
+    """What backpropagation through time needs (shapes below)."""
+
     x: np.ndarray  # (T, N, F): the input, time-major, in the order the steps ran
     h: np.ndarray  # (T + 1, N, H): the hidden states, h[0] = 0, time-major, in step order
     saved: tuple  # the cell's per-step arrays (see each cell's _buffers)

@@ -16,12 +16,16 @@ __all__ = ["Bidirectional", "BidirectionalParams", "BidirectionalCache", "LastSt
 
 @attrs.frozen
 class BidirectionalParams:
+    """Bidirectional's params: the two directions' records."""
+
     forward: Any  # the left-to-right layer's params
     backward: Any  # the right-to-left layer's params
 
 
 @attrs.frozen
 class BidirectionalCache:
+    """Bidirectional's cache: the two directions' caches and the output's shape."""
+
     forward: Any  # the two layers' caches
     backward: Any
     y_shape: tuple  # the output's shape; the forward layer's part is the first half
@@ -72,6 +76,9 @@ class Bidirectional(Layer):
         return (*shape[:-1], 2 * shape[-1])
 
     def init(self, key: int | Key) -> tuple[BidirectionalParams, tuple]:
+        """Inputs: ``key`` (split in two: the forward and the reversed copy).
+
+        Returns ``(BidirectionalParams(forward, backward), (forward state, backward state))``."""
         (pf, sf), (pb, sb) = (layer.init(k) for layer, k in zip(self.layers, split_key(key, 2)))
         return BidirectionalParams(pf, pb), (sf, sb)
 
@@ -117,6 +124,8 @@ class Bidirectional(Layer):
 
 @attrs.frozen
 class LastStepCache:
+    """LastStep's cache: x's shape and dtype."""
+
     x_shape: tuple
     dtype: str
     state: Any = ()

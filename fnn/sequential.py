@@ -16,6 +16,8 @@ __all__ = ["Sequential", "SequentialCache", "Residual", "ResidualCache"]
 
 @attrs.frozen
 class SequentialCache:
+    """Sequential's cache: the children's caches and new states."""
+
     caches: tuple  # the children's caches, in order
     state: tuple  # the children's new states, in order
 
@@ -136,6 +138,8 @@ class Sequential(Layer):
 
 @attrs.frozen
 class ResidualCache:
+    """Residual's cache: the inner layer's cache and new state."""
+
     inner: Any  # the inner layer's cache
     state: Any  # the inner layer's new state
 

@@ -15,6 +15,8 @@ __all__ = ["Flatten", "FlattenCache"]
 
 @attrs.frozen
 class FlattenCache:
+    """Flatten's cache: x's shape."""
+
     x_shape: tuple
     state: Any = ()
 
