@@ -248,8 +248,9 @@ def test_recurrent_models_read_the_images_as_rows(tmp_path, capsys, model):
     _, acc = train.evaluate(ckpt.model, fnn.ClassNLLCriterion(), ckpt.params, ckpt.state,
                             x_test, y_test)
     assert acc == record["final"]["test_accuracy"] > 0.3
-    assert cli.parse_args(["--model", model]).epochs == 60
-    assert cli.parse_args([]).epochs == 30
+    out = ["--out", str(tmp_path / "defaults")]  # parse_args creates the output directory
+    assert cli.parse_args(["--model", model, *out]).epochs == 60
+    assert cli.parse_args(out).epochs == 30
     _write_mnist(tmp_path, side=6)
     _run(capsys, "--mnist", str(tmp_path), "--model", model, "--epochs", "1", "--out",
          str(tmp_path / "m"))

@@ -247,4 +247,4 @@ def test_command_line_on_a_cluster_prints_the_same_lines(two_workers, tmp_path, 
     assert len(remote) == len(local) == 4 and remote[0] == local[0]
     assert [line.split()[:2] for line in remote[:3]] == [line.split()[:2] for line in local[:3]]
     assert remote[3] == local[3].replace(str(tmp_path / "a"), str(tmp_path / "b"))
-    assert cli.parse_args(["--workers", "3"]).workers == 3
+    assert cli.parse_args(["--workers", "3", "--out", str(tmp_path / "c")]).workers == 3
