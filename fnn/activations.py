@@ -15,7 +15,7 @@ import numpy as np
 from scipy.special import expit, ndtr
 
 from . import parallel
-from .core import Layer, as_float_array, expect_shape, finite_real, real_float, spec
+from .core import Layer, as_float_array, expect_shape, finite_real, one_of, real_float, spec
 
 __all__ = ["ActivationCache", "SoftMax", "LogSoftMax", "ReLU", "LeakyReLU", "ELU", "SoftPlus",
            "Tanh", "Sigmoid", "GELU", "Identity"]
@@ -242,11 +242,6 @@ class Sigmoid(_Activation):
         return dy * (y * (1 - y))
 
 
-def _gelu_approximate(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value not in ("none", "tanh"):
-        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be 'none' or "
-                         f"'tanh', got {value!r}")
-
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _GELU_CUBIC = 0.044715
@@ -262,7 +257,7 @@ class GELU(_Activation):
     dx = dy * (1/2 (1 + t) + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)), t = tanh(u).
     """
 
-    approximate: str = attrs.field(default="none", validator=_gelu_approximate)
+    approximate: str = attrs.field(default="none", validator=one_of("none", "tanh"))
 
     def _f(self, x):
         if self.approximate == "tanh":

@@ -20,6 +20,7 @@ from .core import (
     dtype_field,
     expect_shape,
     in_range,
+    one_of,
     positive_int,
     positive_real,
     real_float,
@@ -239,11 +240,6 @@ class MultiHeadAttention(Layer):
         return dx.reshape(x.shape), grads
 
 
-def _activation(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value not in ("relu", "gelu"):
-        raise ValueError(f"{type(instance).__name__}: activation must be \"relu\" or \"gelu\", "
-                         f"got {value!r}")
-
 
 @spec
 class TransformerEncoderLayer(Layer):
@@ -275,7 +271,7 @@ class TransformerEncoderLayer(Layer):
     ff_dim: int = attrs.field(validator=positive_int)
     dropout: float = attrs.field(default=0.0, converter=real_float,
                                  validator=in_range(0.0, 1.0))
-    activation: str = attrs.field(default="relu", validator=_activation)
+    activation: str = attrs.field(default="relu", validator=one_of("relu", "gelu"))
     norm_first: bool = attrs.field(default=False, validator=boolean)
     causal: bool = attrs.field(default=False, validator=boolean)
     layer_norm_eps: float = attrs.field(default=1e-5, converter=real_float,

@@ -27,7 +27,7 @@ __all__ = [
     # input checks
     "FLOAT_DTYPES", "as_float_array", "expect_shape", "shape_str", "cast_like",
     # hyperparameter converters, validators and fields (for specs of your own)
-    "real_float", "positive_int", "positive_real", "boolean", "finite_real", "in_range",
+    "real_float", "positive_int", "positive_real", "boolean", "finite_real", "in_range", "one_of",
     "dtype_field", "initializer_field",
 ]
 
@@ -150,6 +150,17 @@ def in_range(low: float, high: float, *, high_open: bool = True):
             bracket = ")" if high_open else "]"
             raise ValueError(f"{type(instance).__name__}: {attribute.name} must be in "
                              f"[{low}, {high}{bracket}, got {value!r}")
+
+    return check
+
+
+def one_of(*choices: Any):
+    """Validator: the value is one of ``choices`` (e.g. ``one_of("mean", "sum", "none")``)."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if not any(type(value) is type(c) and value == c for c in choices):
+            raise ValueError(f"{type(instance).__name__}: {attribute.name} must be one of "
+                             f"{', '.join(map(repr, choices))}, got {value!r}")
 
     return check
 

@@ -22,7 +22,7 @@ import attrs
 import numpy as np
 import scipy.special
 
-from .core import as_float_array, expect_shape, finite_real, in_range, real_float, spec
+from .core import as_float_array, expect_shape, in_range, one_of, positive_real, real_float, spec
 
 __all__ = ["MSECriterion", "ClassNLLCriterionUnstable", "ClassNLLCriterion", "CriterionCache",
            "BCEWithLogits", "L1", "Huber", "REDUCTIONS"]
@@ -153,11 +153,6 @@ class ClassNLLCriterion(_Classic):
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _reduction(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value not in REDUCTIONS:
-        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be one of "
-                         f"{REDUCTIONS}, got {value!r}")
-
 
 def _float_tuple(value: Any) -> Any:
     """Converter: a 1-D real sequence (list, tuple, array) as a tuple of Python floats, which
@@ -174,12 +169,6 @@ def _optional_floats(instance: Any, attribute: attrs.Attribute, value: Any) -> N
         raise ValueError(f"{type(instance).__name__}: {attribute.name} must be None or a "
                          f"non-empty 1-D sequence of finite numbers, got {value!r}")
 
-
-def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    finite_real(instance, attribute, value)
-    if value <= 0:
-        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be positive, "
-                         f"got {value!r}")
 
 
 def _floats_for(owner: Any, name: str, values: tuple, dtype: np.dtype, n: int) -> np.ndarray:
@@ -198,7 +187,7 @@ def _nan_if_zero(denominator: Any, dtype: np.dtype) -> np.generic:
 class _Reduced(_Criterion):
     """A criterion whose per-element losses are reduced as torch's ``reduction``."""
 
-    reduction: str = attrs.field(default="mean", validator=_reduction)
+    reduction: str = attrs.field(default="mean", validator=one_of(*REDUCTIONS))
 
     def _reduce(self, losses: np.ndarray, denominator: Any) -> Any:
         """``losses`` (none), their sum, or their sum / ``denominator`` (mean), in their dtype.
@@ -252,7 +241,7 @@ class Huber(_Elementwise):
     """With d = y - t: loss element d²/2 where |d| < delta, else delta·(|d| − delta/2);
     dy = clip(d, −delta, delta). Any shape (N, ...); torch.nn.HuberLoss (delta > 0)."""
 
-    delta: float = attrs.field(default=1.0, converter=real_float, validator=_positive)
+    delta: float = attrs.field(default=1.0, converter=real_float, validator=positive_real)
 
     def _losses(self, y: np.ndarray, t: np.ndarray) -> np.ndarray:
         a = np.abs(y - t)

@@ -35,6 +35,7 @@ from .core import (
     dtype_field,
     expect_shape,
     initializer_field,
+    one_of,
     positive_int,
     spec,
     split_key,
@@ -226,11 +227,6 @@ class Recurrent(Layer):
         raise NotImplementedError
 
 
-def _nonlinearity(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value not in ("tanh", "relu"):
-        raise ValueError(f"{type(instance).__name__}: {attribute.name} must be 'tanh' or "
-                         f"'relu', got {value!r}")
-
 
 @spec
 class RNN(Recurrent):
@@ -244,7 +240,7 @@ class RNN(Recurrent):
     dh_{t-1} = d(pre) W_hh. The cache holds the time-major x and hidden states.
     """
 
-    nonlinearity: str = attrs.field(default="tanh", validator=_nonlinearity)
+    nonlinearity: str = attrs.field(default="tanh", validator=one_of("tanh", "relu"))
 
     def kink_distance(self, params: RecurrentParams, state: Any, x: np.ndarray) -> float:
         """For "relu": the smallest |pre-activation| over all steps (the kink of max(·, 0)) on
