@@ -34,10 +34,10 @@ from typing import Any
 
 import attrs
 import numpy as np
-from cases_sequence import SEQUENCE_ROWS, indices
 from hypothesis import strategies as st
 
 import fnn
+from cases.sequence import SEQUENCE_ROWS, indices
 from fnn.testing import kink_distance, training_flags
 from fnn.testing.strategies import arrays, layer_examples
 

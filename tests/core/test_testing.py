@@ -284,6 +284,6 @@ except ImportError as err:
     print(err)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).parent.parent).stdout
+                         check=True, cwd=Path(__file__).parents[2]).stdout
     assert "fnn.testing.strategies needs hypothesis" in out and "pip install" in out
 

@@ -1,41 +1,18 @@
 """fnn.save / fnn.load: exact round trips, and clear errors for bad files (never a half load)."""
 
-import json
 import zipfile
 
 import attrs
 import numpy as np
 import pytest
 from cases import CASE_IDS, CASES, examples
+from helpers import assert_identical
 from hypothesis import given
 from hypothesis import strategies as st
+from io_kit import mlp, read_body, read_entries, round_trip, write_entries
 
 import fnn
 from fnn import io, tree
-
-
-def assert_identical(a, b):
-    """Same tree: same container types and leaf types; arrays with equal dtype, shape, bytes."""
-    assert type(a) is type(b), (a, b)
-    if isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, b.dtype, a.shape, b.shape)
-        assert a.tobytes() == b.tobytes()
-    elif isinstance(a, float) and np.isnan(a):
-        assert np.isnan(b)
-    elif tree.is_leaf(a):
-        assert a == b
-    else:
-        assert len(tree.leaves(a)) == len(tree.leaves(b))
-        if attrs.has(type(a)):
-            for f in attrs.fields(type(a)):
-                assert_identical(getattr(a, f.name), getattr(b, f.name))
-        else:
-            for x, y in zip(a, b, strict=True):
-                assert_identical(x, y)
-
-
-def round_trip(path, *args, **kwargs):
-    return io.load(io.save(path, *args, **kwargs))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -59,12 +36,6 @@ def test_round_trip_every_layer(tmp_path_factory, case, dtype):
     check()
 
 
-def _mlp():
-    return fnn.Sequential([fnn.Linear(5, 6), fnn.BatchNormalization(6, 0.9),
-                           fnn.ChannelwiseScaling(6), fnn.ReLU(), fnn.Dropout(0.3),
-                           fnn.Linear(6, 3), fnn.LogSoftMax()])
-
-
 def _train(net, opt, params, state, opt_state, steps, seed):
     rng = np.random.default_rng(seed)
     crit = fnn.ClassNLLCriterion()
@@ -80,7 +51,7 @@ def _train(net, opt, params, state, opt_state, steps, seed):
                          ids=["sgd", "adam"])
 def test_round_trip_optimizer_state_and_resume(tmp_path, opt):
     """Training 3 steps, saving, loading and training 2 more equals training 5 steps."""
-    net = _mlp()
+    net = mlp()
     params, state = (tree.cast(t, np.float32) for t in net.init(7))
     trained = _train(net, opt, params, state, opt.init(params), 3, seed=1)
     ckpt = round_trip(tmp_path / "m.npz", *trained, model=net, optimizer=opt)
@@ -143,7 +114,7 @@ def test_save_refuses_what_load_could_not_rebuild(tmp_path, params, match):
 
 
 def test_save_refuses_trees_that_do_not_fit(tmp_path):
-    net = _mlp()
+    net = mlp()
     params, state = net.init(0)
     with pytest.raises(io.CheckpointError, match=r"params\[5\]\.W: expected an array of shape"):
         io.save(tmp_path / "m.npz", fnn.Sequential(net.layers[:5] + (fnn.Linear(6, 4),
@@ -167,7 +138,7 @@ def test_failed_save_keeps_the_old_file(tmp_path):
 
 @pytest.fixture
 def saved(tmp_path):
-    net = _mlp()
+    net = mlp()
     params, state = net.init(3)
     opt = fnn.Adam()
     return io.save(tmp_path / "m.npz", params, state, opt.init(params), model=net,
@@ -194,8 +165,8 @@ def test_corrupted_payload_byte(saved, which):
     """A flipped byte inside the JSON header or an array's data is always detected."""
     path, _ = saved
     original = path.read_bytes()
-    entries = _entries(path)
-    arrays = [entries[f"a{i}"] for i in range(_body(entries)["n_arrays"])]
+    entries = read_entries(path)
+    arrays = [entries[f"a{i}"] for i in range(read_body(entries)["n_arrays"])]
     payload = {"header": entries["__fnn__"], "first array": arrays[0],
                "last array": arrays[-1]}[which].tobytes()
     start = original.find(payload)
@@ -231,39 +202,20 @@ def test_any_corrupted_byte_fails_or_loads_the_same_trees(saved):
     assert detected > 0.75 * (len(original) // 37)
 
 
-def _entries(path):
-    with np.load(path) as z:
-        return {name: z[name] for name in z.files}
-
-
-def _body(entries):
-    return json.loads(entries["__fnn__"].tobytes())
-
-
-def _write(path, entries, body=None):
-    """Rewrite the npz, optionally with a new JSON body and a checksum that matches it."""
-    if body is not None:
-        raw = json.dumps(body).encode()
-        entries["__fnn__"] = np.frombuffer(raw, np.uint8)
-        arrays = [entries[f"a{i}"] for i in range(body["n_arrays"])]
-        entries["__sha256__"] = np.frombuffer(io._digest(raw, arrays).encode(), np.uint8)
-    np.savez(path, **entries)
-
-
 def test_altered_array_fails_the_checksum(saved):
     path, _ = saved
-    entries = _entries(path)
+    entries = read_entries(path)
     entries["a0"] = entries["a0"] + 1
-    _write(path, entries)
+    write_entries(path, entries)
     with pytest.raises(io.CheckpointError, match="checksum mismatch"):
         io.load(path)
 
 
 def test_missing_entry(saved):
     path, _ = saved
-    entries = _entries(path)
+    entries = read_entries(path)
     del entries["a2"]
-    _write(path, entries)
+    write_entries(path, entries)
     with pytest.raises(io.CheckpointError, match=r"\['a2'\] are missing or unexpected"):
         io.load(path)
 
@@ -299,10 +251,10 @@ def test_bad_description_is_refused(saved, edit, match):
     """Descriptions that are well-formed JSON with a valid checksum but do not describe a
     loadable model (an unknown class is refused, never imported)."""
     path, _ = saved
-    entries = _entries(path)
-    body = _body(entries)
+    entries = read_entries(path)
+    body = read_body(entries)
     edit(body)
-    _write(path, entries, body)
+    write_entries(path, entries, body)
     with pytest.raises(io.CheckpointError, match=match) as err:
         io.load(path)
     assert str(err.value).startswith(str(path))
@@ -317,7 +269,7 @@ def test_load_for_another_model(saved):
 
 
 def test_load_without_saved_model_checks_the_given_one(tmp_path):
-    net = _mlp()
+    net = mlp()
     path = io.save(tmp_path / "m.npz", *net.init(0))
     assert io.load(path, model=net).model == net
     with pytest.raises(io.CheckpointError, match=r"params\[0\]\.W: expected an array of shape"):

@@ -13,7 +13,7 @@ import attrs
 import numpy as np
 import pytest
 from bombs import MIB, assert_refused_cheaply, deflated, zip_of
-from test_io import _body, _entries, _mlp, _write
+from io_kit import mlp, read_body, read_entries, write_entries
 
 import fnn
 from fnn import io
@@ -85,7 +85,7 @@ def _refused_cheaply(path, match=None):
 
 @pytest.fixture
 def saved(tmp_path):
-    net = _mlp()
+    net = mlp()
     params, state = net.init(3)
     return io.save(tmp_path / "m.npz", params, state, model=net)
 
@@ -106,10 +106,10 @@ _CRAFTED_MODELS = {
 
 @pytest.mark.parametrize("model", _CRAFTED_MODELS.values(), ids=_CRAFTED_MODELS.keys())
 def test_crafted_model_description(saved, model):
-    entries = _entries(saved)
-    body = _body(entries)
+    entries = read_entries(saved)
+    body = read_body(entries)
     body["trees"]["model"] = model
-    _write(saved, entries, body)
+    write_entries(saved, entries, body)
     _refused_cheaply(saved)
 
 
@@ -119,8 +119,8 @@ def test_crafted_model_description(saved, model):
     (lambda body: body["trees"].update(params="NESTED"), "unreadable|malformed"),
 ])
 def test_crafted_counts_and_nesting(saved, edit, match):
-    entries = _entries(saved)
-    body = _body(entries)
+    entries = read_entries(saved)
+    body = read_body(entries)
     edit(body)
     # written as is (the helper reads n_arrays); json cannot write the nesting: spliced in
     raw = json.dumps(body).replace('"NESTED"', '{"tuple": [' * 100_000 + '{"array": 0}'
@@ -198,10 +198,10 @@ def test_save_and_load_check_shapes_without_init(tmp_path):
     with pytest.raises(io.CheckpointError, match=r"params\.w: expected an array of shape "
                                                  r"\(3, 3\)"):
         io.save(path, HugeParams(w=np.ones((2, 2))), model=Huge(3))
-    entries = _entries(path)
-    body = _body(entries)
+    entries = read_entries(path)
+    body = read_body(entries)
     body["trees"]["model"]["fields"]["n"] = 10**12
-    _write(path, entries, body)
+    write_entries(path, entries, body)
     _refused_cheaply(path, r"params\.w: expected an array of shape \(1000000000000")
 
 
@@ -209,8 +209,8 @@ def test_save_and_load_check_shapes_without_init(tmp_path):
 def test_a_large_saved_linear_is_not_drawn(saved, n):
     """A spec of 128 MB (or 8e18 bytes) of params against small arrays: refused from the
     shapes alone."""
-    entries = _entries(saved)
-    body = _body(entries)
+    entries = read_entries(saved)
+    body = read_body(entries)
     body["trees"]["model"] = _linear(n, n)
-    _write(saved, entries, body)
+    write_entries(saved, entries, body)
     _refused_cheaply(saved, "mismatched checkpoint")

@@ -4,7 +4,8 @@ docs/contract.md), still without pickle and refusing anything unregistered."""
 import attrs
 import numpy as np
 import pytest
-from test_io import _body, _entries, _write, assert_identical, round_trip
+from helpers import assert_identical
+from io_kit import read_body, read_entries, round_trip, write_entries
 
 import fnn
 from fnn import io
@@ -65,10 +66,10 @@ def test_load_refuses_a_record_this_program_did_not_register(tmp_path, monkeypat
 
 def test_registered_class_validators_run_at_load(tmp_path):
     path = io.save(tmp_path / "m.npz", Bias(2).init(0)[0], model=Bias(2))
-    entries = _entries(path)
-    body = _body(entries)
+    entries = read_entries(path)
+    body = read_body(entries)
     body["trees"]["model"]["fields"]["n"] = -2
-    _write(path, entries, body)
+    write_entries(path, entries, body)
     with pytest.raises(io.CheckpointError, match="cannot rebuild test_io_register:Bias"):
         io.load(path)
 

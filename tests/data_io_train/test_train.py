@@ -118,7 +118,7 @@ def test_predict_is_eval_mode_and_batched():
     np.testing.assert_array_equal(train.predict(net, params, state, x), y_ref)
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _python(*args: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 import pytest
+from helpers import WithPadding
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -225,25 +226,11 @@ def test_example_reverse_runs():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).parents[1] / "examples" / "transformer_reverse.py"
+    path = Path(__file__).parents[2] / "examples" / "transformer_reverse.py"
     spec = importlib.util.spec_from_file_location("transformer_reverse", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert 0.0 <= module.main(steps=3, batch=8) <= 1.0
-
-
-@attrs.frozen
-class WithPadding(fnn.Layer):
-    """MultiHeadAttention called with a fixed key_padding_mask (for fnn.testing's checks)."""
-
-    layer: fnn.MultiHeadAttention
-    mask: np.ndarray = attrs.field(eq=False)
-
-    def forward(self, params, state, x):
-        return self.layer.forward(params, state, x, key_padding_mask=self.mask)
-
-    def backward(self, params, cache, dy):
-        return self.layer.backward(params, cache, dy)
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from cases import CASE_IDS, CASES, examples
+from helpers import assert_unchanged, snapshot
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,15 +17,6 @@ import fnn
 from fnn import tree
 
 ROWS = pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-
-
-def snapshot(t: Any) -> Any:
-    return tree.map(lambda a: a.copy() if isinstance(a, np.ndarray) else a, t)
-
-
-def assert_unchanged(before: Any, after: Any) -> None:
-    for u, v in zip(tree.leaves(before), tree.leaves(after), strict=True):
-        np.testing.assert_array_equal(u, v)
 
 
 # --- wrong input shapes ----------------------------------------------------------------------

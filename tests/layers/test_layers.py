@@ -4,14 +4,13 @@ own tests (it catches broken layers) are in tests/test_testing.py."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import numpy as np
 import pytest
 import scipy.signal
 import scipy.special
 from cases import CASE_IDS, CASES, examples, input_values
+from helpers import float_leaves
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -32,11 +31,6 @@ from fnn.testing.strategies import keys
 
 ROWS = pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 UNCOUPLED = [case for case in CASES if not case.batch_coupled]
-
-
-def float_leaves(t: Any) -> list[np.ndarray]:
-    return [a for a in tree.leaves(t) if isinstance(a, np.ndarray)
-            and np.issubdtype(a.dtype, np.floating)]
 
 
 # --- the generic checks, one per acceptance item, each on every row: the public fnn.testing

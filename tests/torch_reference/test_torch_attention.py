@@ -9,10 +9,10 @@ against nn.Linear.
 Parameters are copied across by name: our AttentionParams fields are torch's names with the dot
 dropped (``out_proj_weight`` is ``out_proj.weight``); the TransformerEncoderLayer's leaves map
 to torch's names by :data:`ENCODER_NAMES`. Each case compares y, dx and every gradient, using
-the plumbing of tests/test_torch_reference.py; tolerances: float64 atol = rtol = 1e-10, float32
-atol 1e-5 scaled by the array's largest magnitude, rtol 1.3e-6. ``python
-tests/test_torch_attention.py`` prints the largest absolute difference per case and dtype.
-"""
+the plumbing of torch_kit.py; tolerances: float64 atol = rtol = 1e-10, float32 atol 1e-5 scaled
+by the array's largest magnitude, rtol 1.3e-6. ``python
+tests/torch_reference/test_torch_attention.py`` (with PYTHONPATH=tests) prints the largest
+absolute difference per case and dtype."""
 
 from __future__ import annotations
 
@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_attention import WithPadding
-from test_torch_ext_layers import TOL
-from test_torch_reference import (
+from helpers import WithPadding
+from torch_kit import (
     DTYPES,
     SIZES,
     TORCH_DTYPE,
@@ -31,17 +30,17 @@ from test_torch_reference import (
     assert_matches,
     dims,
     init,
+    nn,
     print_report,
     seeded,
     tensor,
+    torch,
     versus,
 )
+from torch_kit import TOL_LOOSE as TOL
 
 import fnn
 from fnn import tree
-
-torch = pytest.importorskip("torch")
-nn = torch.nn
 
 ATTENTION_NAMES = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
 ENCODER_NAMES = {  # our leaf order -> torch's parameter names

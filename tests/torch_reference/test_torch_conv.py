@@ -6,12 +6,11 @@ max_pool2d; AvgPool2d against avg_pool2d (count_include_pad=True); GlobalAvgPool
 adaptive_avg_pool2d(x, 1).flatten(1); and a small network of all of them.
 
 Each case compares y, dx and every dparams leaf with torch autograd on the same inputs and
-parameters (the plumbing of tests/test_torch_reference.py). Tolerances: float64 atol = rtol =
-1e-10; float32 atol = 1e-5, scaled by the reference's largest magnitude when that exceeds 1
-(dW and db are sums over N*Ho*Wo terms), rtol = 1.3e-6. Our values must come back in the input
-dtype. ``python tests/test_torch_ext_conv.py`` prints the largest absolute difference per case
-and dtype over all batch sizes.
-"""
+parameters (the plumbing of torch_kit.py). Tolerances: float64 atol = rtol = 1e-10; float32 atol
+= 1e-5, scaled by the reference's largest magnitude when that exceeds 1 (dW and db are sums over
+N*Ho*Wo terms), rtol = 1.3e-6. Our values must come back in the input dtype. ``python
+tests/torch_reference/test_torch_conv.py`` prints the largest absolute difference per case and
+dtype over all batch sizes."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_torch_reference import (
+from torch_kit import (
     DTYPES,
     SIZES,
     TORCH_DTYPE,
@@ -30,18 +29,20 @@ from test_torch_reference import (
     assert_matches,
     dims,
     init,
+    nn,
     print_report,
     seeded,
+    torch,
     versus,
+)
+from torch_kit import (
+    TOL_LOOSE as TOL,
 )
 
 import fnn
 
-torch = pytest.importorskip("torch")
-nn = torch.nn
 F = torch.nn.functional
 
-TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1.3e-6, atol=1e-5)}
 
 
 def conv(c_in: int, c_out: int, kernel_size, groups: int = 1, layer_cls=fnn.Conv2d,

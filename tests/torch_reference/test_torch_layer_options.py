@@ -6,15 +6,14 @@ group counts, 2-D to 5-D inputs, with and without affine).
 
 Each case compares y, dx, every dparams leaf and (BatchNorm) the new moving statistics with
 torch autograd on the same inputs and parameters, using the plumbing of
-tests/test_torch_reference.py. Tolerances: float64 atol = rtol = 1e-10; float32 atol = 1e-5 (scaled
+torch_kit.py. Tolerances: float64 atol = rtol = 1e-10; float32 atol = 1e-5 (scaled
 by the array's largest magnitude when that exceeds 1), rtol = 1.3e-6. Our values must come back
 in the input dtype.
 
 What differs by design: torch's BatchNorm updates ``running_var`` with the unbiased batch
 variance (divisor M - 1, M = N*H*W values per channel); we keep the biased one, as the classic
-module does, and the tests convert. ``python tests/test_torch_ext_layers.py`` prints the largest
-absolute difference per case and dtype over all batch sizes.
-"""
+module does, and the tests convert. ``python tests/torch_reference/test_torch_layer_options.py``
+prints the largest absolute difference per case and dtype over all batch sizes."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_torch_reference import (  # SIZES: torch's BatchNorm needs N*H*W > 1 in training
+from torch_kit import (
     DTYPES,
     SIZES,
     TORCH_DTYPE,
@@ -33,22 +32,24 @@ from test_torch_reference import (  # SIZES: torch's BatchNorm needs N*H*W > 1 i
     assert_matches,
     dims,
     init,
+    nn,
     parameterless,
     print_report,
     seeded,
     tensor,
+    torch,
     versus,
+)
+from torch_kit import (
+    TOL_LOOSE as TOL,  # SIZES: torch's BatchNorm needs N*H*W > 1 in training
 )
 
 import fnn
 from fnn.linear import ScalingParams
 from fnn.normalization import BatchNormState
 
-torch = pytest.importorskip("torch")
-nn = torch.nn
 F = torch.nn.functional
 
-TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1.3e-6, atol=1e-5)}
 
 
 def random_affine(params: Any, dtype: type, rng: np.random.Generator) -> Any:

@@ -1,4 +1,5 @@
-"""Reference tests: every fnn layer, criterion and optimizer against PyTorch (CPU) autograd.
+"""Reference tests: every classic fnn layer and criterion against PyTorch (CPU) autograd (the
+classic optimizers: test_torch_optim_classic.py; the plumbing: torch_kit.py).
 
 Each case builds the same inputs and parameters for fnn and for its PyTorch counterpart and
 returns ``(what, ours, reference)`` triples: outputs, dx, every dparams leaf, new running
@@ -19,129 +20,43 @@ say what differs (see also docs/layers.md):
   log(1 + exp(x)). Inputs here stay below 20; ``test_softplus_above_threshold`` bounds the gap.
 - ClassNLLCriterionUnstable's backward is -t / clip(p) / N everywhere (classic); autograd of
   clamp gives 0 where p was clipped. Inputs here are clipped only where the target is 0.
-- torch.optim.Adam places epsilon differently (see ``test_torch_optim_adam``).
+- torch.optim.Adam places epsilon differently (see ``test_torch_optim_adam`` in
+  test_torch_optim_classic.py).
 
-``python tests/test_torch_reference.py`` prints the largest absolute difference per case and
-dtype over all sizes.
+``python tests/torch_reference/test_torch_layers.py`` prints the largest absolute difference
+per case and dtype over all sizes.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from torch_kit import (
+    DTYPES,
+    SIZES,
+    TOL,
+    TORCH_DTYPE,
+    Case,
+    Compared,
+    as_numpy,
+    assert_matches,
+    dims,
+    init,
+    nn,
+    parameterless,
+    print_report,
+    seeded,
+    tensor,
+    torch,
+    versus,
+)
 
 import fnn
 from fnn import tree
-from fnn.linear import LinearParams, ScalingParams
 from fnn.normalization import BatchNormState
-
-torch = pytest.importorskip("torch")
-nn = torch.nn
-torch.set_num_threads(1)
-
-DTYPES = (np.float64, np.float32)
-TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
-TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1.3e-6, atol=1e-6)}
-OPTIMIZER_TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: TOL[np.float32]}
-SIZES = (2, 5, 16)  # batch sizes (BatchNorm1d needs N >= 2 in training)
-
-Compared = list[tuple[str, Any, Any]]  # (what, ours, reference)
-Case = Callable[[type, np.random.Generator, int], Compared]
-
-
-# --- plumbing ---------------------------------------------------------------------------------
-
-def tensor(a: Any, grad: bool = False) -> torch.Tensor:
-    """A torch copy of ``a`` in its own dtype; a leaf recording gradients when ``grad``."""
-    return torch.tensor(np.asarray(a)).requires_grad_(grad)
-
-
-def as_numpy(a: Any) -> np.ndarray:
-    return a.detach().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-
-
-def max_abs_diff(pairs: Compared) -> float:
-    return max(float(np.max(np.abs(np.asarray(o, np.float64) - as_numpy(r)), initial=0.0))
-               for _, o, r in pairs)
-
-
-def assert_matches(pairs: Compared, dtype: type, tol: dict) -> None:
-    """Each of our values has the input dtype, the reference's shape, and is close to it."""
-    for what, ours, ref in pairs:
-        ours, ref = np.asarray(ours), as_numpy(ref)
-        assert ours.dtype == dtype, f"{what}: our dtype is {ours.dtype}"
-        assert ref.dtype == dtype, f"{what}: the reference ran in {ref.dtype}"
-        assert ours.shape == ref.shape, f"{what}: shape {ours.shape} vs {ref.shape}"
-        rtol, atol = tol[dtype]["rtol"], tol[dtype]["atol"]
-        if dtype == np.float32:  # rounding grows with the size of the sums: scale atol by it
-            atol *= max(1.0, float(np.max(np.abs(ref), initial=0.0)))
-        np.testing.assert_allclose(ours, ref, rtol=rtol, atol=atol, err_msg=what)
-
-
-def init(layer: Any, dtype: type, rng: np.random.Generator) -> tuple[Any, Any]:
-    params, state = layer.init(int(rng.integers(2**31)))
-    return tree.cast(params, dtype), tree.cast(state, dtype)
-
-
-def dims(rng: np.random.Generator, *ranges: tuple[int, int]) -> list[int]:
-    """One random int from each inclusive ``(low, high)`` range."""
-    return [int(rng.integers(lo, hi + 1)) for lo, hi in ranges]
-
-
-def array_leaves(t: Any) -> list[np.ndarray]:
-    return [a for a in tree.leaves(t) if isinstance(a, np.ndarray)]
-
-
-def leafwise(what: str, ours: Any, refs: list) -> Compared:
-    """Pair the array leaves of tree ``ours`` with the list ``refs``."""
-    return [(what, a, b) for a, b in zip(array_leaves(ours), refs, strict=True)]
-
-
-def versus(layer: Any, params: Any, state: Any, x: np.ndarray, ref: Any,
-           rng: np.random.Generator, head: tuple | None = None) -> tuple[Compared, Any]:
-    """Our forward/backward against PyTorch autograd on the same x and params.
-
-    ``ref`` is a ``torch.nn.Module`` whose parameters, in order, are set to our params' array
-    leaves, or a function ``ref(x, *leaves)`` of tensors. The upstream gradient is a standard
-    normal draw, or with ``head = (criterion, target, ref_loss)`` the gradient of our criterion
-    and of ``ref_loss(output)`` (then the losses are compared too). Returns the comparisons of
-    (loss,) y, dx and every dparams leaf, and our cache.
-    """
-    y, cache = layer.forward(params, state, x)
-    leaves = array_leaves(params)
-    xt = tensor(x, grad=True)
-    if isinstance(ref, nn.Module):
-        pts = list(ref.parameters())
-        assert len(pts) == len(leaves), "parameter count differs from torch's"
-        with torch.no_grad():
-            for pt, p in zip(pts, leaves):
-                assert pt.shape == p.shape and pt.dtype == TORCH_DTYPE[p.dtype.type]
-                pt.copy_(tensor(p))
-        yt = ref(xt)
-    else:
-        pts = [tensor(p, grad=True) for p in leaves]
-        yt = ref(xt, *pts)
-    if head is None:
-        pairs = []
-        dy = rng.standard_normal(y.shape).astype(x.dtype)
-        yt.backward(tensor(dy))
-    else:
-        criterion, target, ref_loss = head
-        loss, lcache = criterion.forward(y, target)
-        dy = criterion.backward(lcache)
-        lt = ref_loss(yt)
-        lt.backward()
-        pairs = [("loss", loss, lt)]
-    dx, dparams = layer.backward(params, cache, dy)
-    pairs += [("y", y, yt), ("dx", dx, xt.grad)]
-    pairs += [(f"dparams leaf {i}", g, pt.grad)
-              for i, (g, pt) in enumerate(zip(array_leaves(dparams), pts, strict=True))]
-    return pairs, cache
-
 
 # --- layers -----------------------------------------------------------------------------------
 
@@ -211,19 +126,6 @@ def dropout(p: float, training: bool) -> Case:
                                                         dtype=TORCH_DTYPE[dtype]))]
         return pairs + versus(layer, params, state, x,
                               lambda x: x * tensor(keep) / (1 - p), rng)[0]
-
-    return case
-
-
-def parameterless(layer: Any, ref: nn.Module, images: bool = True) -> Case:
-    """A parameterless layer on inputs of standard deviation 3, of shape (N, F) or, when
-    ``images``, as often (N, C, H, W)."""
-
-    def case(dtype: type, rng: np.random.Generator, n: int) -> Compared:
-        image = images and rng.random() < 0.5
-        shape = (n, *dims(rng, (1, 3), (1, 4), (1, 4))) if image else (n, *dims(rng, (1, 9)))
-        x = (3.0 * rng.standard_normal(shape)).astype(dtype)
-        return versus(layer, (), (), x, ref, rng)[0]
 
     return case
 
@@ -379,10 +281,6 @@ LAYER_CASES: dict[str, Case] = {
 }
 
 
-def seeded(name: str, dtype: type, n: int) -> np.random.Generator:
-    return np.random.default_rng([n, DTYPES.index(dtype), *name.encode()])
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("name", LAYER_CASES)
@@ -421,137 +319,5 @@ def test_softplus_above_threshold() -> None:
     np.testing.assert_allclose(y, np.logaddexp(0, x), rtol=1e-15)
 
 
-# --- optimizers -------------------------------------------------------------------------------
-
-STEPS = 20
-
-
-def optimizer_problem(dtype: type, rng: np.random.Generator, n: int) -> tuple[Any, list]:
-    """A params tree as networks have them (records, and () for a layer with no params) and
-    STEPS gradient trees like it."""
-    params = (LinearParams(W=rng.standard_normal((3, n)), b=rng.standard_normal(3)), (),
-              ScalingParams(gamma=rng.standard_normal(n), beta=rng.standard_normal(n)))
-    params = tree.cast(params, dtype)
-    grads = [tree.map(lambda p: rng.standard_normal(p.shape).astype(dtype), params)
-             for _ in range(STEPS)]
-    return params, grads
-
-
-def run(opt: Any, params: Any, grads: list) -> tuple[Any, Any]:
-    state = opt.init(params)
-    for g in grads:
-        params, state = opt.update(params, g, state)
-    return params, state
-
-
-def case_sgd(dtype: type, rng: np.random.Generator, n: int) -> Compared:
-    """SGDMomentum against the classic formula on torch tensors:
-    v = momentum * v + learning_rate * g; w = w - v."""
-    lr, momentum = 0.05, 0.9
-    params, grads = optimizer_problem(dtype, rng, n)
-    new, state = run(fnn.SGDMomentum(learning_rate=lr, momentum=momentum), params, grads)
-    w = [tensor(p) for p in array_leaves(params)]
-    v = [torch.zeros_like(p) for p in w]
-    for g in grads:
-        for i, gi in enumerate(array_leaves(g)):
-            v[i] = momentum * v[i] + lr * tensor(gi)
-            w[i] = w[i] - v[i]
-    return leafwise("w", new, w) + leafwise("accumulated_grads", state.accumulated_grads, v)
-
-
-def case_adam(dtype: type, rng: np.random.Generator, n: int) -> Compared:
-    """Adam against the classic formula on torch tensors, step t = 1, 2, ...:
-    m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; lr_t = lr*sqrt(1-b2^t)/(1-b1^t);
-    w = w - lr_t * m / (sqrt(v) + eps)."""
-    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
-    params, grads = optimizer_problem(dtype, rng, n)
-    new, state = run(fnn.Adam(learning_rate=lr, beta1=b1, beta2=b2, epsilon=eps), params, grads)
-    w = [tensor(p) for p in array_leaves(params)]
-    m = [torch.zeros_like(p) for p in w]
-    v = [torch.zeros_like(p) for p in w]
-    for t, g in enumerate(grads, start=1):
-        lr_t = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-        for i, gi in enumerate(array_leaves(g)):
-            gt = tensor(gi)
-            m[i] = b1 * m[i] + (1 - b1) * gt
-            v[i] = b2 * v[i] + (1 - b2) * gt * gt
-            w[i] = w[i] - lr_t * m[i] / (torch.sqrt(v[i]) + eps)
-    assert state.t == STEPS
-    return leafwise("w", new, w) + leafwise("m", state.m, m) + leafwise("v", state.v, v)
-
-
-OPTIMIZER_CASES: dict[str, Case] = {"SGDMomentum": case_sgd, "Adam": case_adam}
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("name", OPTIMIZER_CASES)
-def test_optimizer_matches_classic_formula(name: str, n: int, dtype: type) -> None:
-    assert_matches(OPTIMIZER_CASES[name](dtype, seeded(name, dtype, n), n), dtype,
-                   OPTIMIZER_TOL)
-
-
-def torch_optimizer_run(make: Callable, params: Any, grads: list,
-                        before_step: Callable[[Any, int], None] = lambda opt, t: None
-                        ) -> list[torch.Tensor]:
-    """Run a torch.optim optimizer over the leaves of ``params`` for the given gradients."""
-    w = [tensor(p, grad=True) for p in array_leaves(params)]
-    opt = make(w)
-    for t, g in enumerate(grads, start=1):
-        for wi, gi in zip(w, array_leaves(g)):
-            wi.grad = tensor(gi)
-        before_step(opt, t)
-        opt.step()
-    return w
-
-
-def test_torch_optim_sgd() -> None:
-    """torch.optim.SGD keeps the buffer b = momentum * b + g and steps w -= lr * b; for a fixed
-    lr that is our v / lr, so the parameters agree (not bit for bit: other rounding)."""
-    lr, momentum = 0.05, 0.9
-    params, grads = optimizer_problem(np.float64, np.random.default_rng(1), 4)
-    new, _ = run(fnn.SGDMomentum(learning_rate=lr, momentum=momentum), params, grads)
-    w = torch_optimizer_run(lambda w: torch.optim.SGD(w, lr=lr, momentum=momentum), params,
-                            grads)
-    assert_matches(leafwise("w", new, w), np.float64, OPTIMIZER_TOL)
-
-
-@pytest.mark.parametrize("gradient_scale", [1.0, 1e-8])
-def test_torch_optim_adam(gradient_scale: float) -> None:
-    """Why torch.optim.Adam differs from the classic Adam: torch divides by
-    sqrt(v) / sqrt(1 - b2^t) + eps, i.e. steps lr*sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) +
-    eps * sqrt(1-b2^t)), while the classic form adds eps to sqrt(v) outside the bias
-    correction. Setting torch's eps to eps / sqrt(1 - b2^t) before step t makes them agree;
-    with its eps left at eps they differ visibly once gradients are as small as eps."""
-    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
-    params, grads = optimizer_problem(np.float64, np.random.default_rng(2), 4)
-    grads = [tree.map(lambda g: g * gradient_scale, g) for g in grads]
-    new, _ = run(fnn.Adam(learning_rate=lr, beta1=b1, beta2=b2, epsilon=eps), params, grads)
-
-    def rescale_eps(opt: Any, t: int) -> None:
-        opt.param_groups[0]["eps"] = eps / math.sqrt(1 - b2 ** t)
-
-    def make(w: list) -> Any:
-        return torch.optim.Adam(w, lr=lr, betas=(b1, b2), eps=eps)
-
-    w = torch_optimizer_run(make, params, grads, rescale_eps)
-    assert_matches(leafwise("w", new, w), np.float64, OPTIMIZER_TOL)
-    if gradient_scale < 1e-6:
-        plain = torch_optimizer_run(make, params, grads)
-        assert max_abs_diff(leafwise("w", new, plain)) > 1e-3
-
-
-# --- report -----------------------------------------------------------------------------------
-
-def print_report(cases: dict[str, Case]) -> None:
-    """Print the largest absolute difference of each case per dtype over all batch sizes."""
-    width = max(map(len, cases)) + 2
-    print(f"{'case':{width}s} {'float64':>10s} {'float32':>10s}")
-    for name, case in cases.items():
-        diffs = [max(max_abs_diff(case(d, seeded(name, d, n), n)) for n in SIZES)
-                 for d in DTYPES]
-        print(f"{name:{width}s} {diffs[0]:10.2e} {diffs[1]:10.2e}")
-
-
 if __name__ == "__main__":
-    print_report({**LAYER_CASES, **OPTIMIZER_CASES})
+    print_report(LAYER_CASES)

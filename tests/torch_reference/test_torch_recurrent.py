@@ -5,13 +5,12 @@ classifier.
 Each case copies our params into ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` (one layer,
 ``batch_first=True``; ``bidirectional=True`` for Bidirectional) in parameter order (W_ih =
 weight_ih_l0, W_hh = weight_hh_l0, b_ih, b_hh, then the ``_reverse`` ones) and compares y, dx
-and every dparams leaf with torch autograd, using the plumbing of tests/test_torch_reference.py.
-A reversed layer is compared with torch on the time-flipped input, its output flipped back
-(torch has no unidirectional right-to-left RNN). Tolerances: float64 atol = rtol = 1e-10;
-float32 atol = 1e-5 (scaled by the array's largest magnitude when that exceeds 1), rtol =
-1.3e-6. ``python tests/test_torch_recurrent.py`` prints the largest absolute difference per
-case and dtype over all batch sizes.
-"""
+and every dparams leaf with torch autograd, using the plumbing of torch_kit.py. A reversed layer
+is compared with torch on the time-flipped input, its output flipped back (torch has no
+unidirectional right-to-left RNN). Tolerances: float64 atol = rtol = 1e-10; float32 atol = 1e-5
+(scaled by the array's largest magnitude when that exceeds 1), rtol = 1.3e-6. ``python
+tests/torch_reference/test_torch_recurrent.py`` prints the largest absolute difference per case
+and dtype over all batch sizes."""
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_torch_reference import (
+from torch_kit import (
     DTYPES,
     SIZES,
     TORCH_DTYPE,
@@ -28,17 +27,18 @@ from test_torch_reference import (
     assert_matches,
     dims,
     init,
+    nn,
     print_report,
     seeded,
+    torch,
     versus,
+)
+from torch_kit import (
+    TOL_LOOSE as TOL,
 )
 
 import fnn
 
-torch = pytest.importorskip("torch")
-nn = torch.nn
-
-TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1.3e-6, atol=1e-5)}
 STEPS = (1, 2, 7)
 
 # fnn layer -> torch module class and keyword arguments
