@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from optim_cases import run
 from torch_kit import (
     DTYPES,
     OPTIMIZER_TOL,
@@ -46,13 +47,6 @@ def optimizer_problem(dtype: type, rng: np.random.Generator, n: int) -> tuple[An
     grads = [tree.map(lambda p: rng.standard_normal(p.shape).astype(dtype), params)
              for _ in range(STEPS)]
     return params, grads
-
-
-def run(opt: Any, params: Any, grads: list) -> tuple[Any, Any]:
-    state = opt.init(params)
-    for g in grads:
-        params, state = opt.update(params, g, state)
-    return params, state
 
 
 def case_sgd(dtype: type, rng: np.random.Generator, n: int) -> Compared:
