@@ -62,3 +62,6 @@ class WithPadding(fnn.Layer):
 
     def backward(self, params, cache, dy):
         return self.layer.backward(params, cache, dy)
+
+
+CLOSE = dict(rtol=1e-12, atol=1e-12)  # assert_allclose tolerances of float64 formulas

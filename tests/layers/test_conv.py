@@ -15,14 +15,13 @@ import attrs
 import numpy as np
 import pytest
 import scipy.signal
+from helpers import CLOSE
 
 import fnn
 from fnn import tree
 from fnn._kernels import conv_flat, conv_im2col, pool
 from fnn.conv import ConvParams, ConvParamsNoBias
 from fnn.core import split_key
-
-CLOSE = dict(rtol=1e-12, atol=1e-12)
 
 
 def normal(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Conv1d, MaxPool1d and AvgPool1d (construction, defaults, errors, equality with the 2-D layers
 at H = 1); output_shape and param_shapes of the convolution and pooling layers; the edge cases
-of issue 9: an empty batch, NaN in a max-pool window, compat's even-kernel message."""
+of issue 9: an empty batch, NaN in a max-pool window, compat's even-kernel message; the classic
+Conv2d against scipy's correlate and MaxPool2d's known answer."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import re
 
 import numpy as np
 import pytest
+import scipy.signal
 
 import compat
 import fnn
 from fnn import tree
 from fnn.core import ShapeDtype
-
-CLOSE = dict(rtol=1e-12, atol=1e-12)
 
 
 def normal(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -180,3 +180,28 @@ def test_compat_even_kernel_message_suggests_no_padding_argument():
     assert "padding" not in str(info.value)
     with pytest.raises(ValueError, match=r"^Conv2d: kernel_size must be an integer >= 1"):
         compat.Conv2d(1, 2, 0)
+
+
+# --- classic known answers -----------------------------------------------------
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_conv2d_matches_scipy_correlate(k):
+    layer = fnn.Conv2d(2, 3, k)
+    params, _ = layer.init(k)
+    x = fnn.generator(k).standard_normal((2, 2, 5, 6))
+    y, _ = layer.forward(params, (), x)
+    for n in range(2):
+        for o in range(3):
+            ref = params.b[o] + sum(
+                scipy.signal.correlate(x[n, c], params.W[o, c], mode="same") for c in range(2))
+            np.testing.assert_allclose(y[n, o], ref, rtol=1e-12, atol=1e-12)
+
+
+def test_maxpool_known_answer_and_tie_gradient_goes_to_first():
+    x = np.array([[[[1.0, 5.0, 2.0, 2.0],
+                    [3.0, 4.0, 2.0, 2.0]]]])
+    layer = fnn.MaxPool2d(2)
+    y, cache = layer.forward((), (), x)
+    np.testing.assert_array_equal(y, [[[[5.0, 2.0]]]])
+    dx, _ = layer.backward((), cache, np.array([[[[10.0, 20.0]]]]))
+    np.testing.assert_array_equal(dx, [[[[0.0, 10.0, 20.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]])

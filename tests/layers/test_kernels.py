@@ -9,12 +9,11 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers import CLOSE
 
 import fnn._kernels
 from fnn._kernels import batch_block, conv_flat, conv_im2col, pool
 from fnn._kernels.geometry import Window, as_4d, ntuple, out_size, shape_4d
-
-CLOSE = dict(rtol=1e-12, atol=1e-12)
 
 
 def normal(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 from cases import input_values
+from helpers import CLOSE
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,7 +21,6 @@ from fnn.core import ShapeDtype
 from fnn.recurrent import RecurrentParams
 from fnn.sequence import BidirectionalParams
 
-CLOSE = dict(rtol=1e-12, atol=1e-12)
 CELLS = [lambda f, h, **kw: fnn.RNN(f, h, **kw),
          lambda f, h, **kw: fnn.RNN(f, h, "relu", **kw), fnn.LSTM, fnn.GRU]
 CELL_IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru"]

@@ -1,7 +1,8 @@
-"""Sequential: tuples of the children's params/state/caches, state threading, modes, error notes.
+"""Sequential: tuples of the children's params/state/caches, state threading, modes, error notes;
+Residual: the inner output added, params and state threaded, shape errors.
 
 (Shapes, purity, dtypes, gradients and batch consistency of Sequentials are rows of the layer
-table in tests/cases.py.)"""
+table in tests/cases/.)"""
 
 from __future__ import annotations
 
@@ -188,3 +189,40 @@ def test_residual_errors_name_the_residual_and_the_inner_layer():
     with pytest.raises(ValueError, match=r"Linear\(n_in=3, n_out=4\): expected input") as info:
         res.forward(params, state, np.ones((2, 5)))
     assert "Residual" in info.value.__notes__[0]
+
+
+# --- Residual ---------------------------------------------------------------------------------
+
+@given(data=st.data())
+def test_residual_adds_the_inner_output_and_threads_its_state(data):
+    inner = fnn.Sequential([fnn.Linear(3, 3), fnn.BatchNormalization(3, alpha=0.5)])
+    layer = fnn.Residual(inner)
+    params, state = layer.init(7)
+    tree.map(np.testing.assert_array_equal, (params, state), inner.init(7))
+    x = input_values(data.draw, (4, 3))
+    y, cache = layer.forward(params, state, x)
+    fx, inner_cache = inner.forward(params, state, x)
+    np.testing.assert_array_equal(y, x + fx)
+    assert cache.state is cache.inner.state
+    np.testing.assert_array_equal(cache.state[1].moving_mean, inner_cache.state[1].moving_mean)
+    dy = input_values(data.draw, (4, 3))
+    dx, dparams = layer.backward(params, cache, dy)
+    dx_inner, dparams_inner = inner.backward(params, inner_cache, dy)
+    np.testing.assert_array_equal(dx, dy + dx_inner)
+    tree.map(np.testing.assert_array_equal, dparams, dparams_inner)
+    # in a Sequential, with eval mode reaching the inner BatchNormalization
+    net = fnn.Sequential([layer, fnn.Tanh()])
+    net_params, net_state = net.init(7)
+    eval_state = fnn.eval_mode(net_state)
+    _, eval_cache = net.forward(net_params, eval_state, x)
+    assert eval_cache.state[0][1] is eval_state[0][1]  # the inner BatchNormalization's state
+
+
+def test_residual_shape_mismatch_names_both_layers():
+    layer = fnn.Residual(fnn.Linear(3, 2))
+    params, state = layer.init(0)
+    with pytest.raises(ValueError) as info:
+        layer.forward(params, state, np.ones((4, 3)))
+    message = str(info.value)
+    assert repr(layer) in message and repr(layer.layer) in message
+    assert "(4, 3)" in message and "(4, 2)" in message
