@@ -21,7 +21,7 @@ reference tests import the same table. A row is:
 Use :func:`examples` (a hypothesis strategy) to get an :class:`Example` of a row:
 ``layer, params, state, x`` in the requested dtype, ready for ``layer.forward(params, state, x)``.
 The values, keys and batch sizes come from the public strategies of ``fnn.testing.strategies``
-and the checks in tests/test_layers.py are the public ``fnn.testing`` ones (``check_layer``
+and the checks in tests/layers/test_layers.py are the public ``fnn.testing`` ones (``check_layer``
 runs them all on a user's layer), so a user's layer gets exactly the tests a row gets.
 ``kink_distance`` (from ``fnn.testing``) says how far an input is from the non-differentiable
 points of a layer (finite-difference checks skip examples closer than 1e-5).
@@ -378,7 +378,7 @@ def examples(draw: st.DrawFn, case: LayerCase, dtype: Any = np.float64, min_batc
 
 def _integer_example(draw: st.DrawFn, case: LayerCase, layer: Any, sample_shape: tuple,
                      dtype: Any, min_batch: int, max_batch: int) -> Example:
-    """An :class:`Example` whose x holds valid indices (see ``cases_sequence.indices``)."""
+    """An :class:`Example` whose x holds valid indices (see ``cases.sequence.indices``)."""
     shape = (draw(st.integers(min_batch, max_batch)), *sample_shape)
     params, state = layer.init(draw(st.integers(0, 2**32 - 1)))
     if case.mode == "eval":

@@ -1,6 +1,6 @@
-"""Rows of the layer table (tests/cases.py) for the sequence layers: N-d Linear, Embedding,
+"""Rows of the layer table (tests/cases/__init__.py) for the sequence layers: N-d Linear, Embedding,
 positions, MultiHeadAttention, TransformerEncoderLayer and a token model. Each row is
-``(name, setup, flags)``; cases.py makes them LayerCase rows (see its docstring)."""
+``(name, setup, flags)``; cases/__init__.py makes them LayerCase rows (see its docstring)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ __all__ = ["SEQUENCE_ROWS", "indices"]
 
 Setup = Callable[[st.DrawFn], tuple[Any, tuple[int, ...]]]
 
-EPS = st.sampled_from([1e-3, 1e-2, 0.5])  # LayerNorm eps, as cases.py's LayerNorm row
+EPS = st.sampled_from([1e-3, 1e-2, 0.5])  # LayerNorm eps, as the LayerNorm row of cases/__init__.py
 
 
 def indices(draw: st.DrawFn, shape: tuple[int, ...], layer: Any) -> np.ndarray:
     """Valid int64 indices of ``shape`` for the Embedding that ``layer`` is or starts with,
     never its padding_idx: that row is frozen (no gradient, as torch), which finite differences
-    cannot know; tests/test_attention.py and the PyTorch tests check it."""
+    cannot know; tests/layers/test_attention.py and the PyTorch tests check it."""
     while isinstance(layer, fnn.Sequential):
         layer = layer.layers[0]
     n, pad = layer.num_embeddings, layer.padding_idx

@@ -1,5 +1,5 @@
 """The class criteria of fnn.class_losses (CrossEntropy, NLLLoss) beyond the generic checks of
-test_ext_losses.py: sequences (N, T, C) with targets (N, T) equal the flattened batch, and
+test_criteria.py: sequences (N, T, C) with targets (N, T) equal the flattened batch, and
 −inf in ignored rows or masked classes gives no 0 · (−inf) = nan."""
 
 from __future__ import annotations

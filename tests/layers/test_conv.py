@@ -1,4 +1,4 @@
-"""Behaviour of the Conv2d and pooling options that the generic table (tests/cases.py) does not
+"""Behaviour of the Conv2d and pooling options that the generic table (tests/cases/) does not
 check: construction and input-size errors, repr, initialisation (classic fan, split keys, bias
 off, initializers, dtype), identities between configurations (groups = independent convs,
 dilation = a kernel with zeros, stride = subsampling, the tuned classic kernel = the general

@@ -166,8 +166,8 @@ NAN = np.nan
     (fnn.MaxPool1d(3, 1, 1), [1, NAN, 2, NAN, 5], [0, 2, 0, 3, 0])])  # dy = 1: windows add
 def test_a_nan_window_sends_its_gradient_to_its_last_nan_as_pytorch(layer, x, dx):
     """PyTorch's CPU max pool takes a value as the new maximum when it is greater or NaN, so
-    a window's last NaN gets the gradient (checked against torch in test_torch_ext_conv.py);
-    y is NaN there."""
+    a window's last NaN gets the gradient (checked against torch in
+    tests/torch_reference/test_torch_conv.py); y is NaN there."""
     x = np.array(x, dtype=float)[None, None]
     y, cache = layer.forward((), (), x)
     assert np.isnan(y).all()

@@ -1,7 +1,7 @@
-"""Semantics of the recurrent layers beyond the generic table (tests/cases.py) and the PyTorch
-references (tests/test_torch_recurrent.py): the first step from a zero state, reverse as the
-time-flip of the forward layer, Bidirectional's halves and params, LastStep, init, param_shapes
-and output_shape, dtypes, saving, and errors."""
+"""Semantics of the recurrent layers beyond the generic table (tests/cases/) and the PyTorch
+references (tests/torch_reference/test_torch_recurrent.py): the first step from a zero state,
+reverse as the time-flip of the forward layer, Bidirectional's halves and params, LastStep, init,
+param_shapes and output_shape, dtypes, saving, and errors."""
 
 from __future__ import annotations
 
