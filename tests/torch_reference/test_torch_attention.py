@@ -10,8 +10,8 @@ Parameters are copied across by name: our AttentionParams fields are torch's nam
 dropped (``out_proj_weight`` is ``out_proj.weight``); the TransformerEncoderLayer's leaves map
 to torch's names by :data:`ENCODER_NAMES`. Each case compares y, dx and every gradient, using
 the plumbing of torch_kit.py; tolerances: float64 atol = rtol = 1e-10, float32 atol 1e-5 scaled
-by the array's largest magnitude, rtol 1.3e-6. ``python
-tests/torch_reference/test_torch_attention.py`` (with PYTHONPATH=tests) prints the largest
+by the array's largest magnitude, rtol 1.3e-6. ``PYTHONPATH=tests python
+tests/torch_reference/test_torch_attention.py`` prints the largest
 absolute difference per case and dtype."""
 
 from __future__ import annotations

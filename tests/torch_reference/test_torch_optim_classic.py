@@ -1,6 +1,6 @@
 """PyTorch reference for the classic optimizers SGDMomentum and Adam: against their classic
 formulas written in torch ops over 20 steps (float64 to 1e-12), and against torch.optim.SGD
-and torch.optim.Adam (which places epsilon differently). ``python
+and torch.optim.Adam (which places epsilon differently). ``PYTHONPATH=tests python
 tests/torch_reference/test_torch_optim_classic.py`` prints the largest absolute difference
 per case and dtype."""
 
