@@ -10,7 +10,7 @@ formulas, records and checks. This package holds how the arrays are computed:
 - :mod:`.pool`: window taps, first-maximum offsets and the tuned non-overlapping max pool.
 
 Every function here takes and returns plain arrays (4-D, (N, C, H, W)); 1-D layers run as 2-D
-with H = 1. ``tests/test_kernels.py`` checks each kernel against naive loops.
+with H = 1. ``tests/layers/test_kernels.py`` checks each kernel against naive loops.
 """
 
 # Bytes of im2col columns per batch block: small enough that a block's columns, its output and

@@ -1,8 +1,8 @@
 """The individual checks of :func:`fnn.testing.check_layer`, each on one given input.
 
 Each raises ``AssertionError`` saying what is wrong (naming the layer) and returns a small
-report or None on success. The project's table tests (tests/test_layers.py) call exactly these
-functions on every row of its layer table.
+report or None on success. The project's table tests (tests/layers/test_layers.py) call
+exactly these functions on every row of its layer table.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from compat_kit import sequential
 
 from compat import (
     BatchNormalization,
@@ -23,7 +24,6 @@ from compat import (
     LogSoftMax,
     MaxPool2d,
     ReLU,
-    Sequential,
     adam_optimizer,
     sgd_momentum,
 )
@@ -63,13 +63,6 @@ def blobs(n=250):
     centers = np.array([[0.0, 2.0], [2.0, -1.0], [-2.0, -1.0]])
     labels = np.random.randint(0, 3, n)
     return centers[labels] + 0.5 * np.random.randn(n, 2), np.eye(3)[labels]
-
-
-def sequential(*modules):
-    net = Sequential()
-    for m in modules:
-        net.add(m)
-    return net
 
 
 @pytest.mark.parametrize("optimizer, config", [
