@@ -267,7 +267,8 @@ def test_wrong_gradient_params_and_dtype_raise():
 @pytest.mark.parametrize("make, message", [
     (lambda: fnn.LSTM(0, 2), "LSTM: input_size must be a positive integer, got 0"),
     (lambda: fnn.GRU(3, 2.5), "GRU: hidden_size must be a positive integer, got 2.5"),
-    (lambda: fnn.RNN(3, 2, "sigmoid"), "RNN: nonlinearity must be one of 'tanh', 'relu', got 'sigmoid'"),
+    (lambda: fnn.RNN(3, 2, "sigmoid"),
+     "RNN: nonlinearity must be one of 'tanh', 'relu', got 'sigmoid'"),
     (lambda: fnn.RNN(3, 2, reverse=1), "RNN: reverse must be True or False, got 1"),
     (lambda: fnn.LSTM(3, 2, dtype="int32"), "LSTM: dtype must be a floating-point dtype"),
     (lambda: fnn.GRU(3, 2, w_init="orthogonal"), "GRU: w_init must be an initializer"),

@@ -149,7 +149,7 @@ def test_init_checks_the_chain_against_an_input_shape():
     net = _net()
     assert net.init(0, input_shape=(2, 6))[0] is not None
     with pytest.raises(ValueError, match=r"Linear\(n_in=6, n_out=8\): expected input of shape "
-                                         r"\(N, 6\), got shape \(2, 7\)") as info:
+                                         r"\(N, \.\.\., 6\), got shape \(2, 7\)") as info:
         net.init(0, input_shape=(2, 7))
     assert "Sequential layer 0" in info.value.__notes__[0]
     bad = fnn.Sequential([fnn.Linear(6, 8), fnn.ReLU(), fnn.Linear(9, 2)])
