@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 __all__ = ["available_cores", "get_num_threads", "set_num_threads", "threads", "blocks", "run",
-           "map_rows", "map_elements"]
+           "map_rows", "map_elements", "per_thread", "sum_in_order"]
 
 T = TypeVar("T")
 
@@ -165,3 +165,26 @@ def map_elements(fn: Callable[..., Any], *arrays: Any, min_size: int = MIN_SIZE)
                                      for a in arrays):
         return fn(*arrays)
     return map_rows(fn, *(a.reshape(-1) for a in arrays), min_size=min_size).reshape(x.shape)
+
+
+def per_thread(make: Callable[[], T]) -> Callable[[], T]:
+    """A getter of one ``make()`` per calling thread, made on first use: the scratch buffers of
+    a kernel whose pieces run on :func:`run` (each thread reuses its own, no two threads share
+    one). Made per kernel call, so the buffers live as long as that call."""
+    made: dict[int, T] = {}
+
+    def get() -> T:
+        key = threading.get_ident()
+        value = made.get(key)
+        if value is None:
+            value = made[key] = make()
+        return value
+    return get
+
+
+def sum_in_order(parts: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
+    """``out += part`` for each part in the given order (the partition's order, never the order
+    the threads finished in): partial sums combined the same way for any thread count."""
+    for part in parts:
+        out += part
+    return out
