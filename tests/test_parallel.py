@@ -79,3 +79,88 @@ def test_parallel_kernels_give_the_same_bits_for_any_thread_count(layer, shape, 
     # the blocks are cut where the whole array's SIMD loop is: the same bits as one call
     whole = layer._f(x)
     np.testing.assert_array_equal(results[0][0], whole, strict=True)
+
+
+# --- the kernels of fnn._kernels and fnn._optim_kernels: every parallel path, the same bits for
+# 1, 2 and 8 threads, on inputs large enough to be cut into several blocks --------------------
+
+def _same_bits_for_every_thread_count(compute):
+    """compute() under 1, 2 and 8 threads: every float leaf of the results bit-identical."""
+    results = []
+    for n in THREAD_COUNTS:
+        with fnn.threads(n):
+            results.append(fnn.tree.leaves(compute()))
+    for leaves in results[1:]:
+        assert len(leaves) == len(results[0])
+        for a, b in zip(leaves, results[0]):
+            np.testing.assert_array_equal(a, b, strict=True)
+    return results[0]
+
+
+def _layer_run(layer, shape, dtype, *, params_only=False):
+    rng = np.random.default_rng(1)
+    params, state = layer.init(0)
+    params, state = fnn.tree.cast(params, dtype), fnn.tree.cast(state, dtype)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    dy = rng.standard_normal(layer.output_shape(shape)).astype(dtype)
+
+    def compute():
+        y, cache = layer.forward(params, state, x)
+        if params_only:
+            return y, cache.state, layer.backward_params(params, cache, dy)
+        return y, cache.state, layer.backward(params, cache, dy)
+    return compute
+
+
+CONV_CASES = [
+    (fnn.Conv2d(8, 16, 3), (40, 8, 24, 24)),  # the flat-padding kernel: 3+ batch blocks
+    (fnn.Conv2d(8, 16, 3, stride=2, padding=1, groups=2), (24, 8, 48, 48)),  # im2col
+    (fnn.Conv1d(8, 16, 5, dilation=2), (40, 8, 600)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("params_only", [False, True])
+@pytest.mark.parametrize("layer, shape", CONV_CASES, ids=repr)
+def test_conv_batch_blocks_give_the_same_bits_for_any_thread_count(layer, shape, dtype,
+                                                                   params_only):
+    from fnn._kernels import batch_block
+    per_sample = layer.in_channels * int(np.prod(layer.window().kernel)) * int(
+        np.prod(layer.output_shape(shape)[2:])) * np.dtype(dtype).itemsize
+    assert shape[0] // batch_block(shape[0], per_sample) >= 3  # several blocks to share out
+    _same_bits_for_every_thread_count(_layer_run(layer, shape, dtype, params_only=params_only))
+
+
+POOL_CASES = [fnn.MaxPool2d(2), fnn.MaxPool2d(3, 2, 1), fnn.AvgPool2d(2), fnn.AvgPool2d(3, 2, 1),
+              fnn.MaxPool1d(3, 2)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layer", POOL_CASES, ids=repr)
+def test_pool_image_blocks_give_the_same_bits_for_any_thread_count(layer, dtype):
+    from fnn._kernels import pool
+    shape = (16, 24, 1, 2048) if layer.ndim == 1 else (16, 24, 48, 48)
+    shape = shape[:2] + shape[3:] if layer.ndim == 1 else shape
+    assert np.prod(shape) >= 3 * pool.IMAGE_BLOCK  # several blocks to share out
+    y = _same_bits_for_every_thread_count(_layer_run(layer, shape, dtype))[0]
+    # the blocks give the bits of one call on the whole input
+    x4 = (np.random.default_rng(1).standard_normal(shape) * 3).astype(dtype)
+    x4 = x4.reshape(shape[0], shape[1], -1, shape[-1])
+    window = layer.window().as_2d()
+    if isinstance(layer, fnn.MaxPool2d | fnn.MaxPool1d):
+        whole = (pool.max_tiled(x4, 2)[0] if pool.tiles(window, x4.shape)
+                 else pool.max_general(x4, window, window.out_sizes(x4.shape[2:]))[0])
+    else:
+        whole = pool.avg(x4, window, window.out_sizes(x4.shape[2:]))
+    np.testing.assert_array_equal(y, whole.reshape(y.shape), strict=True)
+
+
+def test_pool_with_nan_gives_the_same_bits_for_any_thread_count():
+    x = np.random.default_rng(2).standard_normal((16, 24, 48, 48))
+    x[3, 5, 7, 9] = x[15, 23, 0, 0] = np.nan
+    layer = fnn.MaxPool2d(3, 2, 1)
+
+    def compute():
+        y, cache = layer.forward((), (), x)
+        return y, cache.argmax, layer.backward((), cache, np.ones_like(y))[0]
+    _same_bits_for_every_thread_count(compute)

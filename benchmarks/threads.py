@@ -1,0 +1,122 @@
+"""fnn's parallel kernels with 1 thread against N threads, side by side in one process.
+
+Each round times every case once with ``fnn.threads(1)`` (the serial path: the kernels run
+block by block on the calling thread and numpy's BLAS keeps its own thread count, as before
+fnn had threads) and once with ``fnn.threads(N)`` (the blocks on N threads, BLAS held to one
+thread each), in alternating order; a case's figure is the median of the per-round ratios
+t(N) / t(1) (below 1: the threads help). The results are bit-identical either way
+(tests/test_parallel.py); this only measures the speed.
+
+    python benchmarks/threads.py                    # N = 2, float32 and float64, 7 rounds
+    python benchmarks/threads.py --threads 4 --rounds 11 --only conv
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workloads as wl  # noqa: E402
+
+import fnn  # noqa: E402
+
+
+def _layer_case(layer: fnn.Layer, shape: tuple, dtype: type) -> Callable[[], object]:
+    rng = np.random.default_rng(0)
+    params, state = layer.init(0)
+    params, state = fnn.tree.cast(params, dtype), fnn.tree.cast(state, dtype)
+    x = rng.standard_normal(shape).astype(dtype)
+    dy = rng.standard_normal(layer.output_shape(shape)).astype(dtype)
+
+    def call() -> object:
+        _, cache = layer.forward(params, state, x)
+        return layer.backward(params, cache, dy)
+    return call
+
+
+def _adam_case(dtype: type) -> Callable[[], object]:
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(s).astype(dtype) for s in ((512, 784), (256, 512), (1024,))]
+    opt = fnn.Adam(1e-3)
+    state = opt.init(params)
+    return lambda: opt.update(params, params, state)
+
+
+def _step(name: str, dtype: type) -> Callable[[], object]:
+    w = wl.WORKLOADS[name]
+    return wl.build("fnn", w, w.data(dtype), dtype)
+
+
+CASES: dict[str, Callable[[type], Callable[[], object]]] = {
+    "W1 MLP step": lambda dt: _step("W1 MLP step", dt),
+    "W2 CNN step": lambda dt: _step("W2 CNN step", dt),
+    "conv fwd+bwd (W3)": lambda dt: _layer_case(fnn.Conv2d(16, 32, 3), (64, 16, 32, 32), dt),
+    "conv stride 2": lambda dt: _layer_case(fnn.Conv2d(16, 32, 3, stride=2, padding=1),
+                                            (64, 16, 32, 32), dt),
+    "maxpool 2 (W3)": lambda dt: _layer_case(fnn.MaxPool2d(2), (64, 32, 32, 32), dt),
+    "maxpool 3 s2": lambda dt: _layer_case(fnn.MaxPool2d(3, 2, 1), (64, 32, 32, 32), dt),
+    "avgpool 2": lambda dt: _layer_case(fnn.AvgPool2d(2), (64, 32, 32, 32), dt),
+    "batchnorm (W3)": lambda dt: _layer_case(fnn.BatchNormalization(1024), (512, 1024), dt),
+    "batchnorm2d": lambda dt: _layer_case(fnn.BatchNorm2d(32), (64, 32, 32, 32), dt),
+    "softmax (W3)": lambda dt: _layer_case(fnn.SoftMax(), (512, 1000), dt),
+    "adam update": _adam_case,
+}
+"""The kernels with a parallel path at the benchmark's sizes, and the two steps: name ->
+(dtype -> the timed call)."""
+
+
+def _time(fn: Callable[[], object], min_time: float) -> float:
+    """Seconds per call: calls repeated until ``min_time`` has passed."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / calls
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2, help="N, the threads to compare with 1")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--min-time", type=float, default=0.05, help="seconds per timed batch")
+    p.add_argument("--dtype", action="append", choices=["float32", "float64"], default=[])
+    p.add_argument("--only", action="append", default=[], metavar="TEXT",
+                   help="cases whose name contains TEXT (repeatable)")
+    args = p.parse_args(argv)
+    print(f"# fnn threads: 1 against {args.threads}, load average {os.getloadavg()[0]:.2f}")
+    print("\n| case | dtype | ms, 1 thread | ms, N threads | N/1 |\n|---|---|---|---|---|")
+    for dname in args.dtype or ["float32", "float64"]:
+        for name, make in CASES.items():
+            if args.only and not any(o in name for o in args.only):
+                continue
+            fn = make(getattr(np, dname))
+            t1, tn, ratios = [], [], []
+            for r in range(args.rounds):
+                order = (1, args.threads) if r % 2 == 0 else (args.threads, 1)
+                t = {}
+                for n in order:
+                    with fnn.threads(n):
+                        fn()  # warm: the pool's threads, the BLAS limit
+                        t[n] = _time(fn, args.min_time)
+                t1.append(t[1])
+                tn.append(t[args.threads])
+                ratios.append(t[args.threads] / t[1])
+            print(f"| {name} | {dname} | {statistics.median(t1) * 1e3:.2f} | "
+                  f"{statistics.median(tn) * 1e3:.2f} | {statistics.median(ratios):.2f} |",
+                  flush=True)
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
