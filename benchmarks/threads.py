@@ -17,7 +17,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workloads as wl  # noqa: E402
+from lstm import _time  # noqa: E402 - seconds per call, calls repeated for min_time
 
 import fnn  # noqa: E402
 
@@ -71,17 +71,6 @@ CASES: dict[str, Callable[[type], Callable[[], object]]] = {
 }
 """The kernels with a parallel path at the benchmark's sizes, and the two steps: name ->
 (dtype -> the timed call)."""
-
-
-def _time(fn: Callable[[], object], min_time: float) -> float:
-    """Seconds per call: calls repeated until ``min_time`` has passed."""
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            return elapsed / calls
 
 
 def main(argv: list[str] | None = None) -> int:
