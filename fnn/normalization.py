@@ -16,6 +16,7 @@ import numpy as np
 
 from . import init as initializers
 from . import tree
+from ._kernels import batchnorm
 from .core import (
     Key,
     Layer,
@@ -125,11 +126,7 @@ class BatchNormalization(Layer):
             y *= inv_std
             return y, BatchNormCache(xhat=None, inv_std=inv_std, training=False,
                                      x_shape=x.shape, state=state)
-        mean = x.mean(axis=0)
-        y = x - mean
-        var = np.einsum("ij,ij->j", y, y) / x.shape[0]
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        y *= inv_std
+        y, mean, var, inv_std = batchnorm.forward(x, self.eps)
         y.flags.writeable = False
         a = self.alpha
         new_state = BatchNormState(
@@ -148,15 +145,7 @@ class BatchNormalization(Layer):
         expect_shape(self, dy, cache.x_shape, "gradient")
         if not cache.training:
             return dy * cache.inv_std, ()
-        xhat = cache.xhat
-        n = xhat.shape[0]
-        mean_dy = dy.sum(axis=0) / n
-        mean_dy_xhat = np.einsum("ij,ij->j", dy, xhat) / n
-        dx = xhat * mean_dy_xhat
-        np.subtract(dy, dx, out=dx)
-        dx -= mean_dy
-        dx *= cache.inv_std
-        return dx, ()
+        return batchnorm.backward(cache.xhat, cache.inv_std, dy), ()
 
 
 @attrs.frozen
