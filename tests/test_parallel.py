@@ -189,3 +189,27 @@ def test_batchnorm_column_blocks_give_the_same_bits_for_any_thread_count(shape, 
     monkeypatch.setattr(batchnorm, "column_blocks", lambda a: [slice(0, a.shape[1])])
     for a, b in zip(blocked, compute()):
         np.testing.assert_array_equal(a, b, strict=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [lambda: fnn.SGDMomentum(0.01, 0.9), lambda: fnn.Adam(1e-3)],
+                         ids=["SGDMomentum", "Adam"])
+def test_optimizer_leaf_pieces_give_the_same_bits_for_any_thread_count(make, dtype,
+                                                                       monkeypatch):
+    """Two updates of a large leaf (cut into pieces on the threads) and a small one (whole)."""
+    from fnn import _optim_kernels
+    rng = np.random.default_rng(3)
+    params = [rng.standard_normal(s).astype(dtype) for s in ((700, 900), (33,))]
+    grads = [rng.standard_normal(p.shape).astype(dtype) for p in params]
+    assert params[0].size >= 3 * _optim_kernels.PIECE * _optim_kernels.BLOCK
+    opt = make()
+
+    def compute():
+        p, state = params, opt.init(params)
+        for _ in range(2):
+            p, state = opt.update(p, grads, state)
+        return p, state
+    new = _same_bits_for_every_thread_count(compute)
+    # the elementwise formula on the whole leaf at once gives the same bits
+    monkeypatch.setattr(_optim_kernels, "BLOCK", params[0].size)
+    np.testing.assert_array_equal(fnn.tree.leaves(compute())[0], new[0], strict=True)
