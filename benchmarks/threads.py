@@ -79,10 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--min-time", type=float, default=0.05, help="seconds per timed batch")
     p.add_argument("--dtype", action="append", choices=["float32", "float64"], default=[])
+    p.add_argument("--blas", type=int, help="hold numpy's BLAS to this many threads for the "
+                   "whole run (threadpoolctl; default: numpy's own count)")
     p.add_argument("--only", action="append", default=[], metavar="TEXT",
                    help="cases whose name contains TEXT (repeatable)")
     args = p.parse_args(argv)
-    print(f"# fnn threads: 1 against {args.threads}, load average {os.getloadavg()[0]:.2f}")
+    if args.blas:
+        from threadpoolctl import threadpool_limits
+        limiter = threadpool_limits(args.blas, user_api="blas")  # noqa: F841 - for the run
+    print(f"# fnn threads: 1 against {args.threads}, BLAS threads {args.blas or 'default'}, "
+          f"load average {os.getloadavg()[0]:.2f}")
     print("\n| case | dtype | ms, 1 thread | ms, N threads | N/1 |\n|---|---|---|---|---|")
     for dname in args.dtype or ["float32", "float64"]:
         for name, make in CASES.items():

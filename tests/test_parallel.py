@@ -213,3 +213,17 @@ def test_optimizer_leaf_pieces_give_the_same_bits_for_any_thread_count(make, dty
     # the elementwise formula on the whole leaf at once gives the same bits
     monkeypatch.setattr(_optim_kernels, "BLOCK", params[0].size)
     np.testing.assert_array_equal(fnn.tree.leaves(compute())[0], new[0], strict=True)
+
+
+def test_cli_threads_sets_fnn_threads_and_blas_and_restores_them():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fnn import cli
+
+    def blas():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+    before, blas_before = parallel.get_num_threads(), blas()
+    with cli._threads(3):
+        assert parallel.get_num_threads() == 3
+        assert set(blas()) <= {3}
+    assert parallel.get_num_threads() == before and blas() == blas_before
