@@ -4,8 +4,10 @@ Each round times every case once with ``fnn.threads(1)`` (the serial path: the k
 block by block on the calling thread and numpy's BLAS keeps its own thread count, as before
 fnn had threads) and once with ``fnn.threads(N)`` (the blocks on N threads, BLAS held to one
 thread each), in alternating order; a case's figure is the median of the per-round ratios
-t(N) / t(1) (below 1: the threads help). The results are bit-identical either way
-(tests/test_parallel.py); this only measures the speed.
+t(N) / t(1) (below 1: the threads help), with the fraction p of the 1-thread time spent in
+fnn.parallel's regions and Amdahl's speed-up 1 / (1 - p + p/c) for c cores. The results are
+bit-identical either way (tests/test_parallel.py); this only measures the speed. The fnn of
+this checkout is imported (not an installed one).
 
     python benchmarks/threads.py                    # N = 2, float32 and float64, 7 rounds
     python benchmarks/threads.py --threads 4 --rounds 11 --only conv
@@ -17,12 +19,13 @@ import argparse
 import os
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import workloads as wl  # noqa: E402
 from lstm import _time  # noqa: E402 - seconds per call, calls repeated for min_time
 
@@ -73,6 +76,33 @@ CASES: dict[str, Callable[[type], Callable[[], object]]] = {
 (dtype -> the timed call)."""
 
 
+def parallel_fraction(fn: Callable[[], object], calls: int = 5) -> float:
+    """The fraction of fn's time (1 thread) spent in fnn.parallel.run's regions: the part that
+    N threads can share (Amdahl's p)."""
+    inside, depth, run = [0.0], [0], fnn.parallel.run
+
+    def timed_run(*args: object, **kwargs: object) -> object:
+        depth[0] += 1
+        start = time.perf_counter()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+            if depth[0] == 0:
+                inside[0] += time.perf_counter() - start
+    with fnn.threads(1):
+        fn()
+        fnn.parallel.run = timed_run
+        try:
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            total = time.perf_counter() - start
+        finally:
+            fnn.parallel.run = run
+    return inside[0] / total
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2, help="N, the threads to compare with 1")
@@ -89,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         limiter = threadpool_limits(args.blas, user_api="blas")  # noqa: F841 - for the run
     print(f"# fnn threads: 1 against {args.threads}, BLAS threads {args.blas or 'default'}, "
           f"load average {os.getloadavg()[0]:.2f}")
-    print("\n| case | dtype | ms, 1 thread | ms, N threads | N/1 |\n|---|---|---|---|---|")
+    print("\n| case | dtype | ms, 1 thread | ms, N threads | N/1 | parallel fraction p | "
+          "Amdahl 2 / 4 / 8 / 16 cores |\n|---|---|---|---|---|---|---|")
     for dname in args.dtype or ["float32", "float64"]:
         for name, make in CASES.items():
             if args.only and not any(o in name for o in args.only):
@@ -106,9 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                 t1.append(t[1])
                 tn.append(t[args.threads])
                 ratios.append(t[args.threads] / t[1])
+            frac = parallel_fraction(fn)
+            amdahl = " / ".join(f"{1 / (1 - frac + frac / c):.1f}" for c in (2, 4, 8, 16))
             print(f"| {name} | {dname} | {statistics.median(t1) * 1e3:.2f} | "
-                  f"{statistics.median(tn) * 1e3:.2f} | {statistics.median(ratios):.2f} |",
-                  flush=True)
+                  f"{statistics.median(tn) * 1e3:.2f} | {statistics.median(ratios):.2f} | "
+                  f"{frac:.2f} | {amdahl} |", flush=True)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
