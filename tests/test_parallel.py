@@ -170,23 +170,23 @@ def test_pool_with_nan_gives_the_same_bits_for_any_thread_count():
 @pytest.mark.parametrize("shape", [(512, 1024), (300, 1000), (40, 8000)])
 def test_batchnorm_column_blocks_give_the_same_bits_for_any_thread_count(shape, dtype,
                                                                           monkeypatch):
-    """The statistics, the moving statistics, y and dx: one feature's reductions never depend
-    on the number of threads (nor on the block that holds its column)."""
+    """The statistics, the moving statistics, y and dx: the same bits for any number of threads,
+    and as the whole-array formula."""
     from fnn._kernels import batchnorm
     layer = fnn.BatchNormalization(shape[1])
     state = fnn.tree.cast(layer.init(0)[1], dtype)
     rng = np.random.default_rng(1)
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
-    assert len(batchnorm.column_blocks(x)) >= 3  # several blocks to share out
+    assert len(batchnorm.row_blocks(x)) >= 3  # several blocks to share out
 
     def compute():
         y, cache = layer.forward((), state, x)
         return (y, cache.inv_std, cache.state.moving_mean, cache.state.moving_variance,
                 layer.backward((), cache, dy)[0])
     blocked = _same_bits_for_every_thread_count(compute)
-    # one block over all the columns gives the same bits
-    monkeypatch.setattr(batchnorm, "column_blocks", lambda a: [slice(0, a.shape[1])])
+    # one block of all the rows gives the same bits
+    monkeypatch.setattr(batchnorm, "row_blocks", lambda a: [slice(0, a.shape[0])])
     for a, b in zip(blocked, compute()):
         np.testing.assert_array_equal(a, b, strict=True)
 
