@@ -140,20 +140,34 @@ BLOCK = 1 << 15
 
 
 def map_rows(fn: Callable[..., Any], *arrays: Any, min_size: int = MIN_SIZE,
-             block: int = BLOCK) -> Any:
+             block: int = BLOCK, rows: int | None = None) -> Any:
     """``fn(*arrays)`` computed on fixed blocks of rows (axis 0) of arrays of equal length, the
-    results (one array, or a tuple of arrays) concatenated along axis 0. ``fn`` must treat
-    rows independently (elementwise functions, per-row softmax). Arrays with fewer than
-    ``min_size`` elements, or 0-d, are passed whole; the cut depends only on the shapes."""
+    results (one array, or a tuple of arrays) joined along axis 0. ``fn`` must treat rows
+    independently (elementwise functions, per-row softmax). Arrays with fewer than
+    ``min_size`` elements, or 0-d, are passed whole; a block holds ``rows`` rows (default: about
+    ``block`` elements of the first array), so the cut depends only on the shapes.
+
+    The first block runs on the calling thread and gives the results' dtypes and row shapes;
+    every other block copies its results into their rows itself, while they are in its core's
+    cache (no serial concatenation afterwards)."""
     x = arrays[0]
     if x.ndim == 0 or x.size < min_size:
         return fn(*arrays)
-    row = max(x.size // max(x.shape[0], 1), 1)
-    pieces = blocks(x.shape[0], max(block // row, 1))
-    parts = run(lambda sl: fn(*(a[sl] for a in arrays)), pieces)
-    if isinstance(parts[0], tuple):
-        return tuple(np.concatenate(p) for p in zip(*parts))
-    return np.concatenate(parts)
+    if rows is None:
+        rows = max(block // max(x.size // max(x.shape[0], 1), 1), 1)
+    pieces = blocks(x.shape[0], rows)
+    first = fn(*(a[pieces[0]] for a in arrays))
+    single = not isinstance(first, tuple)
+    outs = [np.empty((x.shape[0], *r.shape[1:]), r.dtype) for r in ((first,) if single
+                                                                     else first)]
+
+    def put(sl: slice, results: Any) -> None:
+        for out, r in zip(outs, (results,) if single else results):
+            out[sl] = r
+
+    put(pieces[0], first)
+    run(lambda sl: put(sl, fn(*(a[sl] for a in arrays))), pieces[1:])
+    return outs[0] if single else tuple(outs)
 
 
 def map_elements(fn: Callable[..., Any], *arrays: Any, min_size: int = MIN_SIZE) -> Any:

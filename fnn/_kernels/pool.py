@@ -180,14 +180,12 @@ def by_images(fn: Callable[..., Any], x_shape: tuple, *arrays: np.ndarray) -> An
     n, c, h, w = x_shape
     if n * c * h * w < parallel.MIN_SIZE or not all(a.flags.c_contiguous for a in arrays):
         return fn(x_shape, *arrays)
-    rows = [a.reshape(n * c, 1, *a.shape[2:]) for a in arrays]
-    parts = parallel.run(lambda sl: fn((sl.stop - sl.start, 1, h, w), *(r[sl] for r in rows)),
-                         parallel.blocks(n * c, max(1, IMAGE_BLOCK // max(1, h * w))))
-
-    def join(pieces: Sequence[np.ndarray]) -> np.ndarray:
-        whole = np.concatenate(pieces)
-        return whole.reshape(n, c, *whole.shape[2:])
-    return tuple(map(join, zip(*parts))) if isinstance(parts[0], tuple) else join(parts)
+    res = parallel.map_rows(lambda *bs: fn((len(bs[0]), 1, h, w), *bs),
+                            *(a.reshape(n * c, 1, *a.shape[2:]) for a in arrays), min_size=0,
+                            rows=max(1, IMAGE_BLOCK // max(1, h * w)))
+    if isinstance(res, tuple):
+        return tuple(r.reshape(n, c, *r.shape[2:]) for r in res)
+    return res.reshape(n, c, *res.shape[2:])
 
 
 def max_pool(x: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
