@@ -227,3 +227,12 @@ def test_cli_threads_sets_fnn_threads_and_blas_and_restores_them():
         assert parallel.get_num_threads() == 3
         assert set(blas()) <= {3}
     assert parallel.get_num_threads() == before and blas() == blas_before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm2d_gives_the_same_bits_for_any_thread_count(dtype):
+    """Its (N, C, H, W) <-> (N*H*W, C) copies on blocks of samples, and BatchNormalization's
+    row blocks (2^17 elements and more: parallel)."""
+    shape = (16, 32, 24, 24)
+    assert np.prod(shape) >= parallel.MIN_SIZE
+    _same_bits_for_every_thread_count(_layer_run(fnn.BatchNorm2d(32), shape, dtype))
