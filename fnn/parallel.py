@@ -147,26 +147,25 @@ def map_rows(fn: Callable[..., Any], *arrays: Any, min_size: int = MIN_SIZE,
     ``min_size`` elements, or 0-d, are passed whole; a block holds ``rows`` rows (default: about
     ``block`` elements of the first array), so the cut depends only on the shapes.
 
-    The first block runs on the calling thread and gives the results' dtypes and row shapes;
-    every other block copies its results into their rows itself, while they are in its core's
+    The results' dtypes and row shapes come from ``fn`` on the first row alone (a probe); the
+    blocks then copy their results into their rows themselves, while they are in their core's
     cache (no serial concatenation afterwards)."""
     x = arrays[0]
     if x.ndim == 0 or x.size < min_size:
         return fn(*arrays)
     if rows is None:
         rows = max(block // max(x.size // max(x.shape[0], 1), 1), 1)
-    pieces = blocks(x.shape[0], rows)
-    first = fn(*(a[pieces[0]] for a in arrays))
-    single = not isinstance(first, tuple)
-    outs = [np.empty((x.shape[0], *r.shape[1:]), r.dtype) for r in ((first,) if single
-                                                                     else first)]
+    probe = fn(*(a[:1] for a in arrays))
+    single = not isinstance(probe, tuple)
+    outs = [np.empty((x.shape[0], *r.shape[1:]), r.dtype) for r in ((probe,) if single
+                                                                     else probe)]
 
-    def put(sl: slice, results: Any) -> None:
+    def put(sl: slice) -> None:
+        results = fn(*(a[sl] for a in arrays))
         for out, r in zip(outs, (results,) if single else results):
             out[sl] = r
 
-    put(pieces[0], first)
-    run(lambda sl: put(sl, fn(*(a[sl] for a in arrays))), pieces[1:])
+    run(put, blocks(x.shape[0], rows))
     return outs[0] if single else tuple(outs)
 
 
