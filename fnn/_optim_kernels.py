@@ -9,16 +9,21 @@ from typing import Any
 
 import numpy as np
 
+from . import parallel
+
 # Leaves larger than this many elements are updated block by block, so that the block of every
 # operand, result and temporary stays in cache between the few passes of the formula (whole
 # arrays would make each pass a trip to memory, and fresh temporaries of whole-array size).
 BLOCK = 1 << 15
+PIECE = 4  # blocks per piece of work handed to a thread (a hand-off costs ~10-40 us)
 
 
 def _blockwise(kernel: Any, ins: tuple, outs: tuple, tmp_dtypes: tuple) -> None:
     """Run ``kernel(*ins, *outs, *tmps)`` (elementwise; writes ``outs``) on matching blocks of
     flat views, or once on the whole arrays when they are small, of different shapes or not
-    contiguous. Both ways apply the same operations to every element: equal results."""
+    contiguous. Both ways apply the same operations to every element: equal results. Leaves of
+    at least fnn.parallel.MIN_SIZE elements are cut into pieces of PIECE blocks that run on
+    fnn.parallel's threads (each thread with its own temporaries)."""
     shape = outs[0].shape
     arrays = ins + outs
     if outs[0].size <= BLOCK or not all(isinstance(a, np.ndarray) and a.shape == shape
@@ -26,10 +31,17 @@ def _blockwise(kernel: Any, ins: tuple, outs: tuple, tmp_dtypes: tuple) -> None:
         kernel(*ins, *outs, *(np.empty(shape, dt) for dt in tmp_dtypes))
         return
     flat = [a.reshape(-1) for a in arrays]
-    tmps = [np.empty(BLOCK, dt) for dt in tmp_dtypes]
-    for s in range(0, outs[0].size, BLOCK):
-        e = min(s + BLOCK, outs[0].size)
-        kernel(*(a[s:e] for a in flat), *(t[:e - s] for t in tmps))
+    tmps = parallel.per_thread(lambda: [np.empty(BLOCK, dt) for dt in tmp_dtypes])
+
+    def piece(sl: slice) -> None:
+        own = tmps()
+        for s in range(sl.start, sl.stop, BLOCK):
+            e = min(s + BLOCK, sl.stop)
+            kernel(*(a[s:e] for a in flat), *(t[:e - s] for t in own))
+
+    size = outs[0].size
+    parallel.run(piece, parallel.blocks(size, PIECE * BLOCK if size >= parallel.MIN_SIZE
+                                        else size))
 
 
 def sgd_momentum_leaf(w: np.ndarray, g: np.ndarray, v: np.ndarray, learning_rate: float,

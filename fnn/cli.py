@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import data, io, train
+from . import data, io, parallel, train
 from ._files import write_atomic
 from .activations import LogSoftMax, ReLU
 from .attention import TransformerEncoderLayer
@@ -133,8 +133,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mnist", metavar="DIR", default=None,
                    help="train on the MNIST IDX files in DIR (train-* to train, t10k-* to test)")
     p.add_argument("--threads", type=int, default=1,
-                   help="BLAS threads; the matrices are small and more threads mostly contend "
-                        "(default: %(default)s)")
+                   help="threads of fnn's parallel kernels (fnn.threads) and of BLAS; the "
+                        "results do not depend on it. Default %(default)s: on a machine "
+                        "whose cores other processes also use, more threads wait for each "
+                        "other (docs/performance.md)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="train data-parallel on a Dask LocalCluster of N worker processes "
                         "(1 thread each; fnn.distributed, the 'distributed' extra)")
@@ -204,13 +206,18 @@ def _load(args: argparse.Namespace, key: Any) -> tuple[str, tuple]:
     return "mnist", (view(x_train), view(x_test), y_train, y_test)
 
 
-def _blas_threads(n: int) -> contextlib.AbstractContextManager:
-    """Limit BLAS to ``n`` threads while training (threadpoolctl, installed with scikit-learn)."""
+@contextlib.contextmanager
+def _threads(n: int) -> Any:
+    """``n`` threads for fnn's kernels (fnn.threads) and BLAS (threadpoolctl's limit, if
+    installed) while training; both restored on exit."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=n, user_api="blas")
+        blas: contextlib.AbstractContextManager = contextlib.nullcontext()
+    else:
+        blas = threadpool_limits(limits=n, user_api="blas")
+    with blas, parallel.threads(n):
+        yield
 
 
 def _fit_function(args: argparse.Namespace) -> Callable[..., train.FitResult]:
@@ -269,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"test acc {h['val_accuracy'][-1]:.4f}  {h['seconds'][-1]:.2f} s", flush=True)
 
     start = time.perf_counter()
-    with _blas_threads(args.threads):
+    with _threads(args.threads):
         fit = _fit_augmented if args.augment else _fit_function(args)
         result = fit(net, crit, opt, params, state, opt.init(params), x=x_train,
                      labels=y_train, epochs=args.epochs, batch_size=args.batch_size,

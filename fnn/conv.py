@@ -169,21 +169,33 @@ class _Conv(Layer):
 
         Returns dx (x's shape) computed in the promoted dtype of x and dy, and dparams in the
         params' record and dtypes: dW, and db = dy summed over the batch and the positions."""
+        return self._gradients(params, cache, dy, need_dx=True)
+
+    def backward_params(self, params: ConvParams | ConvParamsNoBias, cache: ConvCache,
+                        dy: np.ndarray) -> ConvParams | ConvParamsNoBias:
+        """``backward(params, cache, dy)[1]`` without computing dx (no W^T dy product, no
+        col2im): what a training step calls on its first layer."""
+        return self._gradients(params, cache, dy, need_dx=False)[1]
+
+    def _gradients(self, params: ConvParams | ConvParamsNoBias, cache: ConvCache,
+                   dy: np.ndarray, need_dx: bool
+                   ) -> tuple[np.ndarray | None, ConvParams | ConvParamsNoBias]:
         x = cache.x
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, self.output_shape(x.shape), "gradient")
         dt = np.result_type(x, dy)
         x4, W4 = as_4d(x.astype(dt, copy=False)), as_4d(params.W.astype(dt, copy=False))
         if self._tuned():  # dy as given: the products promote it
-            dx, dW = conv_flat.backward(x4, W4, as_4d(dy))
+            dx, dW = conv_flat.backward(x4, W4, as_4d(dy), need_dx)
         else:
             dx, dW = conv_im2col.backward(x4, W4, as_4d(dy.astype(dt, copy=False)),
-                                          self.window().as_2d(), self.groups)
+                                          self.window().as_2d(), self.groups, need_dx)
+        dx = None if dx is None else dx.reshape(x.shape)
         dW = cast_like(dW.reshape(params.W.shape), params.W)
         if not self.bias:
-            return dx.reshape(x.shape), ConvParamsNoBias(W=dW)
+            return dx, ConvParamsNoBias(W=dW)
         db = cast_like(dy.sum(axis=(0, *range(2, dy.ndim))), params.b)
-        return dx.reshape(x.shape), ConvParams(W=dW, b=db)
+        return dx, ConvParams(W=dW, b=db)
 
 
 @spec

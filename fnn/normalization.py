@@ -15,7 +15,8 @@ import attrs
 import numpy as np
 
 from . import init as initializers
-from . import tree
+from . import parallel, tree
+from ._kernels import batchnorm
 from .core import (
     Key,
     Layer,
@@ -129,11 +130,7 @@ class BatchNormalization(Layer):
             y *= inv_std
             return y, BatchNormCache(xhat=None, inv_std=inv_std, training=False,
                                      x_shape=x.shape, state=state)
-        mean = x.mean(axis=0)
-        y = x - mean
-        var = np.einsum("ij,ij->j", y, y) / x.shape[0]
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        y *= inv_std
+        y, mean, var, inv_std = batchnorm.forward(x, self.eps)
         y.flags.writeable = False
         a = self.alpha
         new_state = BatchNormState(
@@ -152,15 +149,7 @@ class BatchNormalization(Layer):
         expect_shape(self, dy, cache.x_shape, "gradient")
         if not cache.training:
             return dy * cache.inv_std, ()
-        xhat = cache.xhat
-        n = xhat.shape[0]
-        mean_dy = dy.sum(axis=0) / n
-        mean_dy_xhat = np.einsum("ij,ij->j", dy, xhat) / n
-        dx = xhat * mean_dy_xhat
-        np.subtract(dy, dx, out=dx)
-        dx -= mean_dy
-        dx *= cache.inv_std
-        return dx, ()
+        return batchnorm.backward(cache.xhat, cache.inv_std, dy), ()
 
 
 @attrs.frozen
@@ -247,11 +236,11 @@ class BatchNorm2d(Layer):
             raise ValueError(f"{self!r}: training mode needs N*H*W >= 1 values per channel for "
                              f"the batch statistics, got input of shape {x.shape} (the state is "
                              f"left unchanged)")
-        y2, norm = self._norm().forward((), state, x.transpose(0, 2, 3, 1).reshape(-1, c))
+        y2, norm = self._norm().forward((), state, _channels_last(x))
         affine = None
         if self.affine:
             y2, affine = ChannelwiseScaling(c).forward(params, (), y2)
-        y = np.ascontiguousarray(y2.reshape(n, h, w, c).transpose(0, 3, 1, 2))
+        y = _channels_first(y2.reshape(n, h, w, c))
         return y, NormCache(norm=norm, affine=affine, x_shape=x.shape, state=norm.state)
 
     def backward(self, params: ScalingParams | tuple, cache: NormCache, dy: np.ndarray
@@ -262,11 +251,24 @@ class BatchNorm2d(Layer):
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.x_shape, "gradient")
         n, c, h, w = cache.x_shape
-        dy2, dparams = dy.transpose(0, 2, 3, 1).reshape(-1, c), ()
+        dy2, dparams = _channels_last(dy), ()
         if cache.affine is not None:
             dy2, dparams = ChannelwiseScaling(c).backward(params, cache.affine, dy2)
         dx2, _ = self._norm().backward((), cache.norm, dy2)
-        return np.ascontiguousarray(dx2.reshape(n, h, w, c).transpose(0, 3, 1, 2)), dparams
+        return _channels_first(dx2.reshape(n, h, w, c)), dparams
+
+
+def _channels_last(a: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> a C-contiguous (N*H*W, C) copy, copied by blocks of samples on fnn's
+    threads (a copy: the same values for any number of threads)."""
+    c = a.shape[1]
+    return parallel.map_rows(lambda b: np.ascontiguousarray(b.transpose(0, 2, 3, 1)),
+                             a).reshape(-1, c)
+
+
+def _channels_first(a: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) -> a C-contiguous (N, C, H, W) copy, as :func:`_channels_last`."""
+    return parallel.map_rows(lambda b: np.ascontiguousarray(b.transpose(0, 3, 1, 2)), a)
 
 
 def _shape_tuple(value: Any) -> Any:

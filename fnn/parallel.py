@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 __all__ = ["available_cores", "get_num_threads", "set_num_threads", "threads", "blocks", "run",
-           "map_rows", "map_elements"]
+           "map_rows", "map_elements", "per_thread", "sum_in_order"]
 
 T = TypeVar("T")
 
@@ -140,20 +140,33 @@ BLOCK = 1 << 15
 
 
 def map_rows(fn: Callable[..., Any], *arrays: Any, min_size: int = MIN_SIZE,
-             block: int = BLOCK) -> Any:
+             block: int = BLOCK, rows: int | None = None) -> Any:
     """``fn(*arrays)`` computed on fixed blocks of rows (axis 0) of arrays of equal length, the
-    results (one array, or a tuple of arrays) concatenated along axis 0. ``fn`` must treat
-    rows independently (elementwise functions, per-row softmax). Arrays with fewer than
-    ``min_size`` elements, or 0-d, are passed whole; the cut depends only on the shapes."""
+    results (one array, or a tuple of arrays) joined along axis 0. ``fn`` must treat rows
+    independently (elementwise functions, per-row softmax). Arrays with fewer than
+    ``min_size`` elements, or 0-d, are passed whole; a block holds ``rows`` rows (default: about
+    ``block`` elements of the first array), so the cut depends only on the shapes.
+
+    The results' dtypes and row shapes come from ``fn`` on the first row alone (a probe); the
+    blocks then copy their results into their rows themselves, while they are in their core's
+    cache (no serial concatenation afterwards)."""
     x = arrays[0]
     if x.ndim == 0 or x.size < min_size:
         return fn(*arrays)
-    row = max(x.size // max(x.shape[0], 1), 1)
-    pieces = blocks(x.shape[0], max(block // row, 1))
-    parts = run(lambda sl: fn(*(a[sl] for a in arrays)), pieces)
-    if isinstance(parts[0], tuple):
-        return tuple(np.concatenate(p) for p in zip(*parts))
-    return np.concatenate(parts)
+    if rows is None:
+        rows = max(block // max(x.size // max(x.shape[0], 1), 1), 1)
+    probe = fn(*(a[:1] for a in arrays))
+    single = not isinstance(probe, tuple)
+    outs = [np.empty((x.shape[0], *r.shape[1:]), r.dtype) for r in ((probe,) if single
+                                                                     else probe)]
+
+    def put(sl: slice) -> None:
+        results = fn(*(a[sl] for a in arrays))
+        for out, r in zip(outs, (results,) if single else results):
+            out[sl] = r
+
+    run(put, blocks(x.shape[0], rows))
+    return outs[0] if single else tuple(outs)
 
 
 def map_elements(fn: Callable[..., Any], *arrays: Any, min_size: int = MIN_SIZE) -> Any:
@@ -165,3 +178,26 @@ def map_elements(fn: Callable[..., Any], *arrays: Any, min_size: int = MIN_SIZE)
                                      for a in arrays):
         return fn(*arrays)
     return map_rows(fn, *(a.reshape(-1) for a in arrays), min_size=min_size).reshape(x.shape)
+
+
+def per_thread(make: Callable[[], T]) -> Callable[[], T]:
+    """A getter of one ``make()`` per calling thread, made on first use: the scratch buffers of
+    a kernel whose pieces run on :func:`run` (each thread reuses its own, no two threads share
+    one). Made per kernel call, so the buffers live as long as that call."""
+    made: dict[int, T] = {}
+
+    def get() -> T:
+        key = threading.get_ident()
+        value = made.get(key)
+        if value is None:
+            value = made[key] = make()
+        return value
+    return get
+
+
+def sum_in_order(parts: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
+    """``out += part`` for each part in the given order (the partition's order, never the order
+    the threads finished in): partial sums combined the same way for any thread count."""
+    for part in parts:
+        out += part
+    return out

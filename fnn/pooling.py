@@ -98,10 +98,7 @@ class _MaxPool(_Pool):
         Returns y (N, C, *output sizes) in x's dtype and ``MaxPoolCache(argmax, x_shape)``."""
         x, x4, out = self._input(x)
         window = self.window().as_2d()
-        if pool.tiles(window, x4.shape):
-            y, argmax = pool.max_tiled(x4, window.kernel[0])
-        else:
-            y, argmax = pool.max_general(x4, window, window.out_sizes(x4.shape[2:]))
+        y, argmax = pool.max_pool(x4, window)
         shape = (*x.shape[:2], *out)
         return y.reshape(shape), MaxPoolCache(argmax=argmax.reshape(shape), x_shape=x.shape,
                                               state=state)
@@ -114,10 +111,7 @@ class _MaxPool(_Pool):
         dy = self._gradient(dy, cache.x_shape, cache.argmax.shape[2:])
         window, x4_shape = self.window().as_2d(), shape_4d(cache.x_shape)
         argmax, dy4 = as_4d(cache.argmax), as_4d(dy)
-        if pool.tiles(window, x4_shape):
-            dx = pool.max_tiled_backward(argmax, dy4, x4_shape, window.kernel[0])
-        else:
-            dx = pool.max_general_backward(argmax, dy4, x4_shape, window)
+        dx = pool.max_pool_backward(argmax, dy4, x4_shape, window)
         return dx.reshape(cache.x_shape), ()
 
 
@@ -168,7 +162,7 @@ class _AvgPool(_Pool):
         Returns y (N, C, *output sizes) in x's dtype and ``PoolCache(x_shape)``."""
         x, x4, out = self._input(x)
         window = self.window().as_2d()
-        y = pool.avg(x4, window, window.out_sizes(x4.shape[2:]))
+        y = pool.avg_pool(x4, window)
         return y.reshape(*x.shape[:2], *out), PoolCache(x_shape=x.shape, state=state)
 
     def backward(self, params: Any, cache: PoolCache, dy: np.ndarray) -> tuple[np.ndarray, tuple]:
@@ -176,7 +170,7 @@ class _AvgPool(_Pool):
 
         Returns dx (the input's shape, in dy's dtype) and ``()``."""
         dy = self._gradient(dy, cache.x_shape, self.window().out_sizes(cache.x_shape[2:]))
-        dx = pool.avg_backward(as_4d(dy), shape_4d(cache.x_shape), self.window().as_2d())
+        dx = pool.avg_pool_backward(as_4d(dy), shape_4d(cache.x_shape), self.window().as_2d())
         return dx.reshape(cache.x_shape), ()
 
 

@@ -7,7 +7,12 @@ formulas, records and checks. This package holds how the arrays are computed:
   floor rule, ``"same"`` / ``"valid"``) and the int-or-tuple hyperparameter fields;
 - :mod:`.conv_flat`: the tuned kernel of the classic convolution (flat padding);
 - :mod:`.conv_im2col`: im2col / col2im on strided windows for every other convolution;
-- :mod:`.pool`: window taps, first-maximum offsets and the tuned non-overlapping max pool.
+- :mod:`.pool`: window taps, first-maximum offsets and the tuned non-overlapping max pool;
+- :mod:`.batchnorm`: BatchNormalization's training passes.
+
+The convolutions' batch blocks, the pools' blocks of images and BatchNormalization's row blocks
+run on :mod:`fnn.parallel`'s threads: a fixed partition of the shapes, partial results combined
+in its order, the same bits for any number of threads.
 
 Every function here takes and returns plain arrays (4-D, (N, C, H, W)); 1-D layers run as 2-D
 with H = 1. ``tests/layers/test_kernels.py`` checks each kernel against naive loops.

@@ -6,7 +6,8 @@ ends ("flat padding"). A kernel offset (i, j) is then a flat shift d = (i - p)*W
 the k*k shifted copies of the input are one strided view; only the columns where a shift wraps
 across an image row need zeroing. The batch is processed in blocks whose column buffer fits in
 the L2 cache: per block one strided copy (im2col) and one batched matrix product per pass, no
-loop over samples or channels. The input gradient adds the k*k shifted column gradients with
+loop over samples or channels; the blocks run on fnn.parallel's threads (BLAS at one thread
+each). The input gradient adds the k*k shifted column gradients with
 one reduction over a strided view (col2im without scatter).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import parallel
 from . import batch_block
 
 
@@ -64,19 +66,22 @@ def forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     b = None if b is None else b[:, None]
     y = np.empty((n, o, hw), dtype=x.dtype)
     m = batch_block(n, W2.shape[1] * hw * x.itemsize)
-    cols = np.empty((m, c, k, k, hw), dtype=x.dtype)
-    for s in range(0, n, m):
-        e = min(n, s + m)
-        yb = np.matmul(W2, im2col(win[s:e], cols[:e - s], k, h, w), out=y[s:e])
+    cols = parallel.per_thread(lambda: np.empty((m, c, k, k, hw), dtype=x.dtype))
+
+    def block(sl: slice) -> None:
+        yb = np.matmul(W2, im2col(win[sl], cols()[:sl.stop - sl.start], k, h, w), out=y[sl])
         if b is not None:
             yb += b  # while the block is in cache
+
+    parallel.run(block, parallel.blocks(n, m), blas=True)
     return y.reshape(n, o, h, w)
 
 
-def backward(x: np.ndarray, W: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def backward(x: np.ndarray, W: np.ndarray, dy: np.ndarray, need_dx: bool = True
+             ) -> tuple[np.ndarray | None, np.ndarray]:
     """(dx, dW) of :func:`forward` for the output gradient dy (N, O, H, W), in x's and W's
-    dtype (dy may be narrower: the products promote it). dW = sum_n dy cols^T,
-    dx = col2im(W^T dy)."""
+    dtype (dy may be narrower: the products promote it). dW = sum_n dy cols^T (the batch
+    blocks' partials added in block order), dx = col2im(W^T dy), None if not ``need_dx``."""
     n, c, h, w = x.shape
     o, k, hw = W.shape[0], W.shape[2], h * w
     g = (k // 2) * (w + 1)
@@ -86,23 +91,39 @@ def backward(x: np.ndarray, W: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, 
     ckk = W2T.shape[0]
     dy2 = dy.reshape(n, o, hw)
     m = batch_block(n, ckk * hw * np.dtype(dt).itemsize)
+    buffers = parallel.per_thread(lambda: _backward_buffers(m, c, k, hw, g, w, ckk, o, dt,
+                                                            need_dx))
+    dx = np.empty((n, c, hw), dtype=dt) if need_dx else None
+
+    def block(sl: slice) -> np.ndarray:
+        cols, part, dpad, dcols, shifted = buffers()
+        nb = sl.stop - sl.start
+        cb = im2col(win[sl], cols[:nb], k, h, w)
+        dWT = np.matmul(cb, dy2[sl].transpose(0, 2, 1), out=part[:nb]).sum(axis=0)
+        if need_dx:
+            np.matmul(W2T, dy2[sl], out=dpad[:nb].reshape(nb, ckk, -1)[:, :, g:g + hw])
+            zero_wrapped(dcols[:nb], k, h, w)
+            np.sum(shifted[:nb], axis=(2, 3), out=dx[sl])
+        return dWT
+
+    parts = parallel.run(block, parallel.blocks(n, m), blas=True)
+    dWT = parallel.sum_in_order(parts, np.zeros((ckk, o), dtype=dt))
+    return None if dx is None else dx.reshape(n, c, h, w), dWT.T.reshape(W.shape)
+
+
+def _backward_buffers(m: int, c: int, k: int, hw: int, g: int, w: int, ckk: int, o: int,
+                      dt: np.dtype, need_dx: bool) -> tuple:
+    """One thread's scratch of :func:`backward`: columns, the dW partial product and (if dx is
+    needed) the column gradients in the middle of zero-margined slabs, so that the view
+    ``shifted`` (shifted[.., i, j, q] = dcols[.., i, j, q - d_ij], zero out of range) adds them
+    back into dx with one reduction over (i, j): col2im without scatter."""
     cols = np.empty((m, c, k, k, hw), dtype=dt)
-    # Column gradients live in the middle of zero-margined slabs, so that the view `shifted`
-    # (shifted[.., i, j, q] = dcols[.., i, j, q - d_ij], zero out of range) adds them back
-    # into dx with one reduction over (i, j): col2im without scatter.
+    part = np.empty((m, ckk, o), dtype=dt)
+    if not need_dx:
+        return cols, part, None, None, None
     dpad = np.zeros((m, c, k, k, hw + 2 * g), dtype=dt)
     dcols = dpad[..., g:g + hw]
     s0, s1, s2, s3, e_ = dpad.strides
     shifted = as_strided(dpad[..., 2 * g:], dcols.shape, (s0, s1, s2 - w * e_, s3 - e_, e_),
                          writeable=False)
-    dx = np.empty((n, c, hw), dtype=dt)
-    dWT = np.zeros((ckk, o), dtype=dt)
-    part = np.empty((m, ckk, o), dtype=dt)
-    for s in range(0, n, m):
-        e = min(n, s + m)
-        cb = im2col(win[s:e], cols[:e - s], k, h, w)
-        dWT += np.matmul(cb, dy2[s:e].transpose(0, 2, 1), out=part[:e - s]).sum(axis=0)
-        np.matmul(W2T, dy2[s:e], out=dpad[:e - s].reshape(e - s, ckk, -1)[:, :, g:g + hw])
-        zero_wrapped(dcols[:e - s], k, h, w)
-        np.sum(shifted[:e - s], axis=(2, 3), out=dx[s:e])
-    return dx.reshape(n, c, h, w), dWT.T.reshape(W.shape)
+    return cols, part, dpad, dcols, shifted

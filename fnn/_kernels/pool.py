@@ -8,10 +8,12 @@ real data they are several times slower than branch-free arithmetic.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from .. import parallel
 from .geometry import Window
 
 Taps = list[tuple[slice, slice]]
@@ -159,3 +161,59 @@ def avg_backward(dy: np.ndarray, x_shape: tuple, window: Window) -> np.ndarray:
     for r, col in taps(window, dy.shape[2:]):
         dxpad[:, :, r, col] += share
     return unpad(dxpad, p, x_shape)
+
+
+# --- the pools on fixed blocks of images (fnn.parallel's threads) ----------------------------
+
+# Input elements per block of images: a block's input, output and temporaries stay in a core's
+# L2 cache, and a block is long enough (tens of microseconds) to be worth a thread hand-off.
+IMAGE_BLOCK = 1 << 17
+
+
+def by_images(fn: Callable[..., Any], x_shape: tuple, *arrays: np.ndarray) -> Any:
+    """``fn(shape, *arrays)`` for a pool of an input of ``x_shape`` (N, C, H, W), ``arrays`` of
+    shape (N, C, ...) (every image (n, c) is pooled on its own): computed on fixed blocks of the
+    N*C images, each seen as (images, 1, ...) with ``shape`` = (images, 1, H, W), and the results
+    (an array or a tuple) joined back into (N, C, ...). The blocks depend on x_shape only, and
+    each image's values do not depend on its block: the same bits as one call on the whole.
+    Small inputs, and arrays that are not C-contiguous, are passed whole."""
+    n, c, h, w = x_shape
+    if n * c * h * w < parallel.MIN_SIZE or not all(a.flags.c_contiguous for a in arrays):
+        return fn(x_shape, *arrays)
+    res = parallel.map_rows(lambda *bs: fn((len(bs[0]), 1, h, w), *bs),
+                            *(a.reshape(n * c, 1, *a.shape[2:]) for a in arrays), min_size=0,
+                            rows=max(1, IMAGE_BLOCK // max(1, h * w)))
+    if isinstance(res, tuple):
+        return tuple(r.reshape(n, c, *r.shape[2:]) for r in res)
+    return res.reshape(n, c, *res.shape[2:])
+
+
+def max_pool(x: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """(y, argmax) of the max pool of x (N, C, H, W): :func:`max_tiled` for windows that tile
+    the image, else :func:`max_general`, on blocks of images (:func:`by_images`)."""
+    if tiles(window, x.shape):
+        return by_images(lambda shape, xb: max_tiled(xb, window.kernel[0]), x.shape, x)
+    out = window.out_sizes(x.shape[2:])
+    return by_images(lambda shape, xb: max_general(xb, window, out), x.shape, x)
+
+
+def max_pool_backward(argmax: np.ndarray, dy: np.ndarray, x_shape: tuple, window: Window
+                      ) -> np.ndarray:
+    """dx of :func:`max_pool`, on blocks of images."""
+    if tiles(window, x_shape):
+        k = window.kernel[0]
+        return by_images(lambda shape, a, d: max_tiled_backward(a, d, shape, k), x_shape,
+                         argmax, dy)
+    return by_images(lambda shape, a, d: max_general_backward(a, d, shape, window), x_shape,
+                     argmax, dy)
+
+
+def avg_pool(x: np.ndarray, window: Window) -> np.ndarray:
+    """:func:`avg` on blocks of images."""
+    out = window.out_sizes(x.shape[2:])
+    return by_images(lambda shape, xb: avg(xb, window, out), x.shape, x)
+
+
+def avg_pool_backward(dy: np.ndarray, x_shape: tuple, window: Window) -> np.ndarray:
+    """:func:`avg_backward` on blocks of images."""
+    return by_images(lambda shape, d: avg_backward(d, shape, window), x_shape, dy)

@@ -79,3 +79,160 @@ def test_parallel_kernels_give_the_same_bits_for_any_thread_count(layer, shape, 
     # the blocks are cut where the whole array's SIMD loop is: the same bits as one call
     whole = layer._f(x)
     np.testing.assert_array_equal(results[0][0], whole, strict=True)
+
+
+# --- the kernels of fnn._kernels and fnn._optim_kernels: every parallel path, the same bits for
+# 1, 2 and 8 threads, on inputs large enough to be cut into several blocks --------------------
+
+def _same_bits_for_every_thread_count(compute):
+    """compute() under 1, 2 and 8 threads: every float leaf of the results bit-identical."""
+    results = []
+    for n in THREAD_COUNTS:
+        with fnn.threads(n):
+            results.append(fnn.tree.leaves(compute()))
+    for leaves in results[1:]:
+        assert len(leaves) == len(results[0])
+        for a, b in zip(leaves, results[0]):
+            np.testing.assert_array_equal(a, b, strict=True)
+    return results[0]
+
+
+def _layer_run(layer, shape, dtype, *, params_only=False):
+    rng = np.random.default_rng(1)
+    params, state = layer.init(0)
+    params, state = fnn.tree.cast(params, dtype), fnn.tree.cast(state, dtype)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    dy = rng.standard_normal(layer.output_shape(shape)).astype(dtype)
+
+    def compute():
+        y, cache = layer.forward(params, state, x)
+        if params_only:
+            return y, cache.state, layer.backward_params(params, cache, dy)
+        return y, cache.state, layer.backward(params, cache, dy)
+    return compute
+
+
+CONV_CASES = [
+    (fnn.Conv2d(8, 16, 3), (40, 8, 24, 24)),  # the flat-padding kernel: 3+ batch blocks
+    (fnn.Conv2d(8, 16, 3, stride=2, padding=1, groups=2), (24, 8, 48, 48)),  # im2col
+    (fnn.Conv1d(8, 16, 5, dilation=2), (40, 8, 600)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("params_only", [False, True])
+@pytest.mark.parametrize("layer, shape", CONV_CASES, ids=repr)
+def test_conv_batch_blocks_give_the_same_bits_for_any_thread_count(layer, shape, dtype,
+                                                                   params_only):
+    from fnn._kernels import batch_block
+    per_sample = layer.in_channels * int(np.prod(layer.window().kernel)) * int(
+        np.prod(layer.output_shape(shape)[2:])) * np.dtype(dtype).itemsize
+    assert shape[0] // batch_block(shape[0], per_sample) >= 3  # several blocks to share out
+    _same_bits_for_every_thread_count(_layer_run(layer, shape, dtype, params_only=params_only))
+
+
+POOL_CASES = [fnn.MaxPool2d(2), fnn.MaxPool2d(3, 2, 1), fnn.AvgPool2d(2), fnn.AvgPool2d(3, 2, 1),
+              fnn.MaxPool1d(3, 2)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layer", POOL_CASES, ids=repr)
+def test_pool_image_blocks_give_the_same_bits_for_any_thread_count(layer, dtype):
+    from fnn._kernels import pool
+    shape = (16, 24, 1, 2048) if layer.ndim == 1 else (16, 24, 48, 48)
+    shape = shape[:2] + shape[3:] if layer.ndim == 1 else shape
+    assert np.prod(shape) >= 3 * pool.IMAGE_BLOCK  # several blocks to share out
+    y = _same_bits_for_every_thread_count(_layer_run(layer, shape, dtype))[0]
+    # the blocks give the bits of one call on the whole input
+    x4 = (np.random.default_rng(1).standard_normal(shape) * 3).astype(dtype)
+    x4 = x4.reshape(shape[0], shape[1], -1, shape[-1])
+    window = layer.window().as_2d()
+    if isinstance(layer, fnn.MaxPool2d | fnn.MaxPool1d):
+        whole = (pool.max_tiled(x4, 2)[0] if pool.tiles(window, x4.shape)
+                 else pool.max_general(x4, window, window.out_sizes(x4.shape[2:]))[0])
+    else:
+        whole = pool.avg(x4, window, window.out_sizes(x4.shape[2:]))
+    np.testing.assert_array_equal(y, whole.reshape(y.shape), strict=True)
+
+
+def test_pool_with_nan_gives_the_same_bits_for_any_thread_count():
+    x = np.random.default_rng(2).standard_normal((16, 24, 48, 48))
+    x[3, 5, 7, 9] = x[15, 23, 0, 0] = np.nan
+    layer = fnn.MaxPool2d(3, 2, 1)
+
+    def compute():
+        y, cache = layer.forward((), (), x)
+        return y, cache.argmax, layer.backward((), cache, np.ones_like(y))[0]
+    _same_bits_for_every_thread_count(compute)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(512, 1024), (300, 1000), (40, 8000)])
+def test_batchnorm_column_blocks_give_the_same_bits_for_any_thread_count(shape, dtype,
+                                                                          monkeypatch):
+    """The statistics, the moving statistics, y and dx: the same bits for any number of threads,
+    and as the whole-array formula."""
+    from fnn._kernels import batchnorm
+    layer = fnn.BatchNormalization(shape[1])
+    state = fnn.tree.cast(layer.init(0)[1], dtype)
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    assert len(batchnorm.row_blocks(x)) >= 3  # several blocks to share out
+
+    def compute():
+        y, cache = layer.forward((), state, x)
+        return (y, cache.inv_std, cache.state.moving_mean, cache.state.moving_variance,
+                layer.backward((), cache, dy)[0])
+    blocked = _same_bits_for_every_thread_count(compute)
+    # one block of all the rows gives the same bits
+    monkeypatch.setattr(batchnorm, "row_blocks", lambda a: [slice(0, a.shape[0])])
+    for a, b in zip(blocked, compute()):
+        np.testing.assert_array_equal(a, b, strict=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [lambda: fnn.SGDMomentum(0.01, 0.9), lambda: fnn.Adam(1e-3)],
+                         ids=["SGDMomentum", "Adam"])
+def test_optimizer_leaf_pieces_give_the_same_bits_for_any_thread_count(make, dtype,
+                                                                       monkeypatch):
+    """Two updates of a large leaf (cut into pieces on the threads) and a small one (whole)."""
+    from fnn import _optim_kernels
+    rng = np.random.default_rng(3)
+    params = [rng.standard_normal(s).astype(dtype) for s in ((700, 900), (33,))]
+    grads = [rng.standard_normal(p.shape).astype(dtype) for p in params]
+    assert params[0].size >= 3 * _optim_kernels.PIECE * _optim_kernels.BLOCK
+    opt = make()
+
+    def compute():
+        p, state = params, opt.init(params)
+        for _ in range(2):
+            p, state = opt.update(p, grads, state)
+        return p, state
+    new = _same_bits_for_every_thread_count(compute)
+    # the elementwise formula on the whole leaf at once gives the same bits
+    monkeypatch.setattr(_optim_kernels, "BLOCK", params[0].size)
+    np.testing.assert_array_equal(fnn.tree.leaves(compute())[0], new[0], strict=True)
+
+
+def test_cli_threads_sets_fnn_threads_and_blas_and_restores_them():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fnn import cli
+
+    def blas():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+    before, blas_before = parallel.get_num_threads(), blas()
+    with cli._threads(3):
+        assert parallel.get_num_threads() == 3
+        assert set(blas()) <= {3}
+    assert parallel.get_num_threads() == before and blas() == blas_before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm2d_gives_the_same_bits_for_any_thread_count(dtype):
+    """Its (N, C, H, W) <-> (N*H*W, C) copies on blocks of samples, and BatchNormalization's
+    row blocks (2^17 elements and more: parallel)."""
+    shape = (16, 32, 24, 24)
+    assert np.prod(shape) >= parallel.MIN_SIZE
+    _same_bits_for_every_thread_count(_layer_run(fnn.BatchNorm2d(32), shape, dtype))
