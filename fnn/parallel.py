@@ -19,6 +19,7 @@ pieces that call BLAS run one after another.
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 import os
 import threading
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 __all__ = ["available_cores", "get_num_threads", "set_num_threads", "threads", "blocks", "run",
+           "is_serial",
            "map_rows", "map_elements", "per_thread", "sum_in_order"]
 
 T = TypeVar("T")
@@ -117,6 +119,13 @@ def _blas_limit() -> contextlib.AbstractContextManager | None:
     return None if controller is None else controller.limit(limits=1, user_api="blas")
 
 
+def is_serial() -> bool:
+    """True where :func:`run` runs its items one after another (one thread, or inside a
+    parallel region): a kernel whose blocks give the same bits as one whole call may then make
+    that one call."""
+    return get_num_threads() <= 1 or getattr(_local, "inside", False)
+
+
 def run(fn: Callable[[Any], T], items: Sequence[Any], *, blas: bool = False) -> list[T]:
     """``[fn(item) for item in items]``, the calls spread over :func:`get_num_threads`
     threads (one after another with one thread, one item, or inside another parallel region).
@@ -151,10 +160,15 @@ def map_rows(fn: Callable[..., Any], *arrays: Any, min_size: int = MIN_SIZE,
     blocks then copy their results into their rows themselves, while they are in their core's
     cache (no serial concatenation afterwards)."""
     x = arrays[0]
-    if x.ndim == 0 or x.size < min_size:
+    if x.ndim == 0 or x.size < min_size or is_serial():
+        # one call on the whole arrays: the rows are independent and the blocks start where
+        # the whole arrays' SIMD loops would be, so the bits are those of the blocks (tested),
+        # without the blocks' extra copies when there is no second thread to run them
         return fn(*arrays)
-    if rows is None:
-        rows = max(block // max(x.size // max(x.shape[0], 1), 1), 1)
+    row = max(x.size // max(x.shape[0], 1), 1)
+    if rows is None:  # about `block` elements, a multiple of 64 of them where the rows allow
+        step = 64 // math.gcd(64, row)
+        rows = max(block // row // step * step, step)
     probe = fn(*(a[:1] for a in arrays))
     single = not isinstance(probe, tuple)
     outs = [np.empty((x.shape[0], *r.shape[1:]), r.dtype) for r in ((probe,) if single

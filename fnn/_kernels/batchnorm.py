@@ -22,11 +22,11 @@ BLOCK = 1 << 16
 
 def row_blocks(a: np.ndarray) -> list[slice]:
     """The fixed partition of the rows of an (N, F) array: whole below fnn.parallel.MIN_SIZE
-    elements or when not C-contiguous (LayerNorm's transposed view), else blocks of about
-    BLOCK elements."""
+    elements, when not C-contiguous (LayerNorm's transposed view) or with one thread, else
+    blocks of about BLOCK elements."""
     n, f = a.shape
-    if a.size < parallel.MIN_SIZE or not a.flags.c_contiguous:
-        return [slice(0, n)]
+    if a.size < parallel.MIN_SIZE or not a.flags.c_contiguous or parallel.is_serial():
+        return [slice(0, n)]  # one thread: the whole passes (the same bits, fewer calls)
     return parallel.blocks(n, max(1, BLOCK // max(f, 1)))
 
 
