@@ -64,8 +64,8 @@ def _bias(b: Any) -> np.ndarray | None:
 
 
 def _split_heads(a: np.ndarray, n: int, t: int, h: int) -> np.ndarray:
-    """(N * T, H * d) -> (N, H, T, d)."""
-    return a.reshape(n, t, h, -1).transpose(0, 2, 1, 3)
+    """(N * T, H * d) -> (N, H, T, d) (d given: an empty batch or sequence has no -1 to infer)."""
+    return a.reshape(n, t, h, a.shape[1] // h).transpose(0, 2, 1, 3)
 
 
 def _merge_heads(a: np.ndarray) -> np.ndarray:
@@ -167,7 +167,7 @@ class MultiHeadAttention(Layer):
         scores = q @ k.transpose(0, 1, 3, 2)  # (N, H, T, T)
         if ignored is not None:
             scores[np.broadcast_to(ignored, scores.shape)] = -np.inf
-        top = scores.max(axis=-1, keepdims=True)
+        top = scores.max(axis=-1, keepdims=True, initial=-np.inf)  # T = 0: no keys, no rows
         if key_padding_mask is not None:  # rows of -inf only: exp(-inf - 0) = 0, not NaN
             top[np.isneginf(top)] = 0
         scores -= top  # without a padding mask each query sees itself: top is finite

@@ -153,7 +153,9 @@ class Recurrent(Layer):
             np.matmul(hs[t], W_hh_T, out=hw)
             self._step(t, xw[t], hw, (b_hh, half, 1 - half), hs, saved)
         y = hs[:0:-1] if self.reverse else hs[1:]
-        return np.ascontiguousarray(y.swapaxes(0, 1)), RecurrentCache(xs, hs, saved, state)
+        # a copy always: for N = 1 or T = 1 the swap is already contiguous, and a view would let
+        # a write to y change the cached hidden states (and so the next backward)
+        return np.array(y.swapaxes(0, 1), order="C"), RecurrentCache(xs, hs, saved, state)
 
     def backward(self, params: RecurrentParams, cache: RecurrentCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, RecurrentParams]:

@@ -1,0 +1,56 @@
+"""Edge cases of the sequence layers found by an adversarial pass: empty batches and empty
+sequences through attention, outputs that must not alias the recurrent caches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fnn
+
+EMPTY_SHAPES = [(0, 3, 4), (2, 0, 4), (0, 0, 4)]
+
+
+@pytest.mark.parametrize("shape", EMPTY_SHAPES)
+@pytest.mark.parametrize("layer", [fnn.MultiHeadAttention(4, 2),
+                                   fnn.MultiHeadAttention(4, 2, causal=True),
+                                   fnn.TransformerEncoderLayer(4, 2, 8)], ids=repr)
+def test_attention_empty_batch_or_sequence(layer, shape):
+    """N = 0 or T = 0: the shape output_shape promises, an empty dx and zero dparams (was a
+    bare "cannot reshape array of size 0" / "zero-size array to reduction")."""
+    params, state = layer.init(0)
+    x = np.zeros(shape)
+    y, cache = layer.forward(params, state, x)
+    assert y.shape == layer.output_shape(shape) == shape
+    dx, dparams = layer.backward(params, cache, np.zeros(shape))
+    assert dx.shape == shape
+    assert all(np.all(g == 0) for g in fnn.tree.leaves(dparams) if isinstance(g, np.ndarray))
+
+
+def test_attention_empty_sequence_with_padding_mask():
+    layer = fnn.MultiHeadAttention(4, 2)
+    params, state = layer.init(0)
+    y, _ = layer.forward(params, state, np.zeros((2, 0, 4)),
+                         key_padding_mask=np.zeros((2, 0), bool))
+    assert y.shape == (2, 0, 4)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 2), (3, 1, 2), (1, 1, 2), (2, 3, 2)])
+@pytest.mark.parametrize("layer", [fnn.RNN(2, 3), fnn.LSTM(2, 3), fnn.GRU(2, 3),
+                                   fnn.RNN(2, 3, reverse=True)], ids=repr)
+def test_recurrent_output_does_not_alias_the_cache(layer, shape):
+    """For N = 1 or T = 1, y was a writable view of the cached hidden states: `y *= 0` after
+    forward silently changed the next backward's dx and dparams."""
+    params, state = layer.init(0)
+    x = np.random.default_rng(0).standard_normal(shape)
+    y, cache = layer.forward(params, state, x)
+    dy = np.random.default_rng(1).standard_normal(y.shape)
+    dx, dparams = layer.backward(params, cache, dy)
+    assert not any(np.shares_memory(y, a) for a in fnn.tree.leaves(cache)
+                   if isinstance(a, np.ndarray))
+    if y.flags.writeable:
+        y *= 0
+    dx2, dparams2 = layer.backward(params, cache, dy)
+    np.testing.assert_array_equal(dx2, dx)
+    for a, b in zip(fnn.tree.leaves(dparams2), fnn.tree.leaves(dparams)):
+        np.testing.assert_array_equal(a, b)
