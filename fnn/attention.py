@@ -305,7 +305,7 @@ class TransformerEncoderLayer(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(N, T, dim) -> (N, T, dim)."""
-        return MultiHeadAttention(self.dim, self.num_heads).output_shape(input_shape)
+        return expect_shape(self, input_shape, ("N", "T", self.dim))
 
     def init(self, key: int | Key) -> tuple[Any, Any]:
         """Inputs: ``key``. Returns :attr:`block`'s ``init(key)``: tuples of its parts'."""
@@ -314,6 +314,8 @@ class TransformerEncoderLayer(Layer):
     def forward(self, params: Any, state: Any, x: np.ndarray) -> tuple[np.ndarray, Any]:
         """Inputs: :attr:`block`'s params and state, x (N, T, dim). Returns y (N, T, dim) and
         the block's cache."""
+        x = as_float_array(self, x)  # a wrong dtype or shape names this layer, not a part
+        self.output_shape(x.shape)
         return self.block.forward(params, state, x)
 
     def backward(self, params: Any, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Any]:

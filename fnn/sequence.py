@@ -68,7 +68,11 @@ class Bidirectional(Layer):
                     if callable(f)), default=np.inf)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        shape = self.layer.output_shape(input_shape)
+        try:
+            shape = self.layer.output_shape(input_shape)
+        except ValueError as err:  # the user built the Bidirectional: name it too
+            err.add_note(f"in the layer of {self!r}")
+            raise
         return (*shape[:-1], 2 * shape[-1])
 
     def init(self, key: int | Key) -> tuple[BidirectionalParams, tuple]:
@@ -81,6 +85,8 @@ class Bidirectional(Layer):
 
         Returns y (N, T, 2H) and a :class:`BidirectionalCache` (both layers' caches)."""
         self.check_spec(params, state)
+        x = as_float_array(self, x)  # a wrong dtype or rank names the Bidirectional
+        self.output_shape(x.shape)
         fwd, bwd = self.layers
         yf, cf = fwd.forward(params.forward, state[0], x)
         yb, cb = bwd.forward(params.backward, state[1], x)

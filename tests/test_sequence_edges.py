@@ -54,3 +54,17 @@ def test_recurrent_output_does_not_alias_the_cache(layer, shape):
     np.testing.assert_array_equal(dx2, dx)
     for a, b in zip(fnn.tree.leaves(dparams2), fnn.tree.leaves(dparams)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("x", [np.zeros((1, 2, 4), np.float16), np.zeros((1, 2, 4), np.int64),
+                               np.zeros((2, 4))], ids=["float16", "int64", "rank-2"])
+@pytest.mark.parametrize("layer", [fnn.Bidirectional(fnn.GRU(4, 2)),
+                                   fnn.TransformerEncoderLayer(4, 2, 8)], ids=repr)
+def test_wrapper_input_errors_name_the_wrapper(layer, x):
+    """The errors named only an inner part (GRU(...), a Residual of the block), not the layer
+    the user built."""
+    params, state = layer.init(0)
+    with pytest.raises((TypeError, ValueError)) as info:
+        layer.forward(params, state, x)
+    assert type(layer).__name__ in " ".join([str(info.value), *getattr(info.value, "__notes__",
+                                                                      [])])
