@@ -132,7 +132,8 @@ class PositionsCache:
 
 
 def _sequence_shape(layer: Any, shape: tuple[int, ...], max_len: int | None) -> None:
-    if len(shape) != 3 or shape[2] != layer.dim or (max_len is not None and shape[1] > max_len):
+    if len(shape) != 3 or shape[2] != layer.dim or (
+            max_len is not None and shape[1] is not None and shape[1] > max_len):  # None: any T
         t = "T" if max_len is None else f"T <= {max_len}"
         raise ValueError(f"{layer!r}: expected input of shape (N, {t}, {layer.dim}), got shape "
                          f"{tuple(shape)}")

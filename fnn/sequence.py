@@ -139,7 +139,7 @@ class LastStep(Layer):
     """
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(input_shape) < 2 or input_shape[1] < 1:
+        if len(input_shape) < 2 or (input_shape[1] is not None and input_shape[1] < 1):
             raise ValueError(f"{self!r}: expected input of shape (N, T, ...) with T >= 1, got "
                              f"shape {tuple(input_shape)}")
         return (input_shape[0], *input_shape[2:])

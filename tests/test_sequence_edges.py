@@ -68,3 +68,17 @@ def test_wrapper_input_errors_name_the_wrapper(layer, x):
         layer.forward(params, state, x)
     assert type(layer).__name__ in " ".join([str(info.value), *getattr(info.value, "__notes__",
                                                                       [])])
+
+
+@pytest.mark.parametrize("layer, shape, expected", [
+    (fnn.LastStep(), (None, None, 3), (None, 3)),
+    (fnn.PositionalEmbedding(4, 3), (None, None, 3), (None, None, 3)),
+    (fnn.Sequential([fnn.LSTM(3, 2), fnn.LastStep(), fnn.Linear(2, 5)]), (None, None, 3),
+     (None, 5)),
+], ids=repr)
+def test_sequence_output_shape_with_unknown_length(layer, shape, expected):
+    """T = None (any length, as RNN and MultiHeadAttention take it) gave a bare TypeError
+    ("'<' not supported between instances of 'NoneType' and 'int'"), so fnn.summary of an LSTM
+    classifier over sequences of any length failed."""
+    assert layer.output_shape(shape) == expected
+    assert "output shape" in fnn.summary(layer, shape, print_fn=None)
