@@ -55,7 +55,10 @@ def as_key(key: int | Key) -> Key:
 
 
 def split_key(key: int | Key, n: int = 2) -> tuple[Key, ...]:
-    """Derive ``n`` independent keys from ``key`` (pure: same key, same children)."""
+    """Derive ``n`` independent keys from ``key`` (pure: same key, same children); ``n`` a
+    non-negative int (else ValueError naming split_key)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"split_key: n must be a non-negative int, got {n!r}")
     seq = np.random.SeedSequence(as_key(key).seed, spawn_key=(0,))
     return tuple(Key(int(w)) for w in seq.generate_state(n, dtype=np.uint64))
 

@@ -19,3 +19,16 @@ def test_dropout_zero_d_input_in_training_mode(p, dtype):
     assert isinstance(y, np.ndarray) and y.shape == () and y.dtype == dtype
     dx, _ = layer.backward(params, cache, np.array(1.0, dtype))
     assert isinstance(dx, np.ndarray) and dx.shape == () and dx.dtype == dtype
+
+
+@pytest.mark.parametrize("n", [-1, 2.5, True, "3", None], ids=repr)
+def test_split_key_refuses_a_bad_count(n):
+    """-1 gave numpy's "negative dimensions are not allowed", 2.5 a TypeError about '5.0',
+    True one key."""
+    with pytest.raises(ValueError, match="split_key: n must be a non-negative int"):
+        fnn.split_key(0, n)
+
+
+def test_split_key_counts():
+    assert fnn.split_key(0, 0) == ()
+    assert len(fnn.split_key(0, np.int64(3))) == 3
