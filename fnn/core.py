@@ -181,12 +181,14 @@ def _dtype_name(value: Any) -> Any:
 
 def _floating_dtype(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     try:
-        ok = isinstance(value, str) and np.issubdtype(np.dtype(value), np.floating)
+        # float32 or float64 only: params of another float dtype would be refused at forward
+        ok = isinstance(value, str) and np.dtype(value) in FLOAT_DTYPES
     except TypeError:  # a string numpy does not read as a dtype
         ok = False
     if not ok:
         raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a floating-point "
-                         f"dtype (e.g. \"float32\", np.float64), got {value!r}")
+                         f"dtype, float32 or float64 (e.g. \"float32\", np.float64), got "
+                         f"{value!r}")
 
 
 def dtype_field() -> Any:
