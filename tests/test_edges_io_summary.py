@@ -41,3 +41,13 @@ def test_summary_refuses_a_bad_input_shape(shape):
 def test_summary_refuses_what_is_not_a_layer():
     with pytest.raises(TypeError, match="summary: net must be an fnn layer"):
         fnn.summary(3, (2, 4), print_fn=None)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.float16, "bogus"], ids=repr)
+def test_loaders_refuse_a_non_float_dtype(dtype, tmp_path):
+    """load_digits(np.int32) truncated the pixels in [0, 1] to 0 and 1 silently; float16 gave
+    data every layer refuses. load_mnist checks before reading the files."""
+    with pytest.raises(ValueError, match="load_digits: dtype must be float32 or float64"):
+        fnn.data.load_digits(dtype)
+    with pytest.raises(ValueError, match="load_mnist: dtype must be float32 or float64"):
+        fnn.data.load_mnist(tmp_path, dtype=dtype)  # no files there: the dtype comes first
