@@ -141,6 +141,9 @@ def run_epochs(step: Callable[..., tuple], net: Any, crit: Any, params: Any, sta
     in training mode first; the history, ``validation``, ``progress`` and ``on_epoch`` are as
     in :func:`fit`. ``fnn.distributed.fit`` runs its sharded step in this same loop.
     """
+    if on_epoch is not None and not callable(on_epoch):  # not after the first epoch's work
+        raise TypeError(f"fit: on_epoch must be a function (epoch, history) or None, got "
+                        f"{on_epoch!r}")
     history: dict = {k: [] for k in HISTORY_KEYS}
     state = train_mode(state)
     index = np.arange(n_samples)
