@@ -204,6 +204,7 @@ class MultiHeadAttention(Layer):
 
     def backward(self, params: AttentionParams, cache: AttentionCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, AttentionParams]:
+        self.check_params(params)
         x = cache.x
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, x.shape, "gradient")

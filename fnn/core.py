@@ -318,6 +318,13 @@ def check_tree(owner: Any, name: str, value: Any, expected: Any, path: tuple = (
                         f"{type(value).__name__}: {value!r}")
 
 
+def _check_unless_empty(owner: Any, name: str, value: Any, expected: Any) -> None:
+    # a layer without params or state ignores what it is given (the contract says (), and
+    # Sequential checks its tuples' lengths)
+    if not (type(expected) is tuple and len(expected) == 0):
+        check_tree(owner, name, value, expected)
+
+
 def backward_params(layer: Any, params: Any, cache: Any, dy: np.ndarray) -> Any:
     """The dparams of ``layer.backward(params, cache, dy)`` without an input gradient that
     nobody uses: ``layer.backward_params(...)`` (see :meth:`Layer.backward_params`), or
@@ -359,12 +366,13 @@ class Layer:
         """Raise TypeError / ValueError naming this layer and the field unless ``params`` and
         ``state`` fit :meth:`param_shapes` and :meth:`state_shapes` (containers, float32 or
         float64 arrays of the right shapes). Every layer's forward calls it first."""
-        # a layer without params or state ignores what it is given (the contract says (),
-        # and Sequential checks its tuples' lengths)
-        for name, value, expected in (("params", params, self.param_shapes()),
-                                      ("state", state, self.state_shapes())):
-            if not (type(expected) is tuple and len(expected) == 0):
-                check_tree(self, name, value, expected)
+        self.check_params(params)
+        _check_unless_empty(self, "state", state, self.state_shapes())
+
+    def check_params(self, params: Any) -> None:
+        """The params half of :meth:`check_spec`, for ``backward``: params of another shape
+        than the forward's would give gradients of the wrong shape or a bare numpy error."""
+        _check_unless_empty(self, "params", params, self.param_shapes())
 
     def backward_params(self, params: Any, cache: Any, dy: Any) -> Any:
         """Only the ``dparams`` of ``backward(params, cache, dy)``, for a layer whose input

@@ -116,6 +116,7 @@ class Embedding(Layer):
 
     def backward(self, params: EmbeddingParams, cache: EmbeddingCache, dy: np.ndarray
                  ) -> tuple[None, EmbeddingParams]:
+        self.check_params(params)
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, (*cache.x.shape, self.dim), "gradient")
         dW = np.zeros(params.W.shape, dy.dtype)
@@ -182,6 +183,7 @@ class PositionalEmbedding(Layer):
 
     def backward(self, params: PositionalParams, cache: PositionsCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, PositionalParams]:
+        self.check_params(params)
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.x_shape, "gradient")
         dW = np.zeros(params.W.shape, params.W.dtype)

@@ -173,6 +173,7 @@ class Recurrent(Layer):
 
     def _backward(self, params: RecurrentParams, cache: RecurrentCache, dy: np.ndarray,
                   need_dx: bool) -> tuple[np.ndarray | None, RecurrentParams]:
+        self.check_params(params)
         xs, hs = cache.x, cache.h
         t_len, n, _ = xs.shape
         dy = as_float_array(self, dy, "gradient")

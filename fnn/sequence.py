@@ -99,7 +99,7 @@ class Bidirectional(Layer):
 
         Returns dx = dx_forward + dx_backward (N, T, F) and :class:`BidirectionalParams` of the
         two layers' gradients."""
-        dyf, dyb = self._split(cache, dy)
+        dyf, dyb = self._split(params, cache, dy)
         fwd, bwd = self.layers
         dxf, gf = fwd.backward(params.forward, cache.forward, dyf)
         dxb, gb = bwd.backward(params.backward, cache.backward, dyb)
@@ -109,12 +109,14 @@ class Bidirectional(Layer):
     def backward_params(self, params: BidirectionalParams, cache: BidirectionalCache,
                         dy: np.ndarray) -> BidirectionalParams:
         """``backward(params, cache, dy)[1]`` without computing dx."""
-        dyf, dyb = self._split(cache, dy)
+        dyf, dyb = self._split(params, cache, dy)
         fwd, bwd = self.layers
         return BidirectionalParams(backward_params(fwd, params.forward, cache.forward, dyf),
                                    backward_params(bwd, params.backward, cache.backward, dyb))
 
-    def _split(self, cache: BidirectionalCache, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _split(self, params: BidirectionalParams, cache: BidirectionalCache, dy: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        self.check_params(params)
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.y_shape, "gradient")
         h = cache.y_shape[-1] // 2

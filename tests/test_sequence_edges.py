@@ -82,3 +82,32 @@ def test_sequence_output_shape_with_unknown_length(layer, shape, expected):
     classifier over sequences of any length failed."""
     assert layer.output_shape(shape) == expected
     assert "output shape" in fnn.summary(layer, shape, print_fn=None)
+
+
+@pytest.mark.parametrize("change", [lambda a: a[None], lambda a: a.astype(np.int64),
+                                    lambda a: a.astype(np.float16)],
+                         ids=["extra-axis", "int64", "float16"])
+@pytest.mark.parametrize("layer, shape", [
+    (fnn.MultiHeadAttention(4, 2), (2, 3, 4)), (fnn.PositionalEmbedding(5, 4), (2, 3, 4)),
+    (fnn.LSTM(4, 3), (2, 3, 4)), (fnn.GRU(4, 3), (2, 3, 4)),
+    (fnn.Bidirectional(fnn.RNN(4, 3)), (2, 3, 4)), (fnn.GroupNorm(2, 4), (2, 4, 3)),
+], ids=repr)
+def test_backward_checks_params_against_the_spec(layer, shape, change):
+    """backward trusted its params: PositionalEmbedding returned a gradient of shape
+    (1, 5, 4) for W of shape (5, 4) given W[None]; the others a bare numpy error."""
+    params, state = layer.init(0)
+    y, cache = layer.forward(params, state, np.ones(shape))
+    leaves = fnn.tree.leaves(params)
+    bad = fnn.tree.unflatten(params, [change(leaves[0]), *leaves[1:]])
+    with pytest.raises((TypeError, ValueError), match=type(layer).__name__ + r".*: params\."):
+        layer.backward(bad, cache, np.ones(y.shape))
+    with pytest.raises((TypeError, ValueError), match=type(layer).__name__):
+        fnn.core.backward_params(layer, bad, cache, np.ones(y.shape))
+
+
+def test_embedding_backward_checks_params():
+    layer = fnn.Embedding(5, 3)
+    params, state = layer.init(0)
+    y, cache = layer.forward(params, state, np.array([[1, 2]]))
+    with pytest.raises(ValueError, match=r"Embedding.*params\.W must have shape \(5, 3\)"):
+        layer.backward(fnn.embedding.EmbeddingParams(W=params.W[:4]), cache, np.ones(y.shape))
