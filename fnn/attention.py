@@ -317,16 +317,25 @@ class TransformerEncoderLayer(Layer):
         the block's cache."""
         x = as_float_array(self, x)  # a wrong dtype or shape names this layer, not a part
         self.output_shape(x.shape)
-        return self.block.forward(params, state, x)
+        return self._in_block("forward", params, state, x)
 
     def backward(self, params: Any, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Any]:
         """Inputs: params, the forward's cache, dy (N, T, dim). Returns dx and the block's
         dparams."""
-        return self.block.backward(params, cache, dy)
+        return self._in_block("backward", params, cache, dy)
 
     def backward_params(self, params: Any, cache: Any, dy: np.ndarray) -> Any:
         """The block's dparams without the input gradient."""
-        return self.block.backward_params(params, cache, dy)
+        return self._in_block("backward_params", params, cache, dy)
+
+    def _in_block(self, what: str, *args: Any) -> Any:
+        """``self.block.<what>(*args)``; an error gets a note naming this layer (the user built
+        a TransformerEncoderLayer, not the Sequential of Residuals inside)."""
+        try:
+            return getattr(self.block, what)(*args)
+        except Exception as err:
+            err.add_note(f"in the block of {self!r} ({what})")
+            raise
 
     def kink_distance(self, params: Any, state: Any, x: np.ndarray) -> float:
         """How far x is from the kinks of the block's ReLU (see fnn.testing.kink_distance)."""

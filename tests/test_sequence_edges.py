@@ -111,3 +111,18 @@ def test_embedding_backward_checks_params():
     y, cache = layer.forward(params, state, np.array([[1, 2]]))
     with pytest.raises(ValueError, match=r"Embedding.*params\.W must have shape \(5, 3\)"):
         layer.backward(fnn.embedding.EmbeddingParams(W=params.W[:4]), cache, np.ones(y.shape))
+
+
+def test_transformer_errors_inside_the_block_name_the_transformer():
+    """A wrong param or gradient inside the block named only a LayerNorm or a Dropout."""
+    layer = fnn.TransformerEncoderLayer(4, 2, 8)
+    params, state = layer.init(0)
+    x = np.ones((2, 3, 4))
+    leaves = fnn.tree.leaves(params)
+    bad = fnn.tree.unflatten(params, [leaves[0][None], *leaves[1:]])
+    for call in (lambda: layer.forward(bad, state, x),
+                 lambda: layer.backward(params, layer.forward(params, state, x)[1],
+                                        np.ones((2, 3, 5)))):
+        with pytest.raises((TypeError, ValueError)) as info:
+            call()
+        assert any("TransformerEncoderLayer" in note for note in info.value.__notes__)
