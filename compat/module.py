@@ -121,7 +121,12 @@ class Sequential(Module):
         self._grad_outputs: list | None = None  # each child's gradOutput, last updateGradInput
 
     def add(self, module: Module) -> None:
-        """Append ``module``."""
+        """Append ``module``, a :class:`Module` (a TypeError now, not at the next forward)."""
+        if not isinstance(module, Module):
+            hint = (" (an fnn layer: use fnn.Sequential, or compat's module of the same name)"
+                    if hasattr(module, "init") and hasattr(module, "forward") else "")
+            raise TypeError(f"Sequential.add: expected a compat Module (Linear(3, 4), ReLU(), "
+                            f"a Module subclass of your own), got {module!r}{hint}")
         self.modules.append(module)
 
     def __getitem__(self, i: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -18,7 +19,14 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     content or the new complete one, even with several writers at once: a temporary file of
     a unique name in the same directory, flushed to disk, then renamed over ``path``. An
     existing file's permission bits are kept (a new file gets the usual 0o666 less the umask);
-    the temporary file is removed on any failure."""
+    the temporary file is removed on any failure. A ``path`` that is a directory, or whose
+    directory does not exist, raises at once naming ``path`` (not the temporary file, and not
+    after the whole file has been written)."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "cannot write a file over a directory", str(path))
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"no directory {str(path.parent)!r} to write "
+                                "the file in", str(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -67,8 +67,8 @@ def _bias(b: Any) -> np.ndarray | None:
 
 
 def _split_heads(a: np.ndarray, n: int, t: int, h: int) -> np.ndarray:
-    """(N * T, H * d) -> (N, H, T, d)."""
-    return a.reshape(n, t, h, -1).transpose(0, 2, 1, 3)
+    """(N * T, H * d) -> (N, H, T, d) (d given: an empty batch or sequence has no -1 to infer)."""
+    return a.reshape(n, t, h, a.shape[1] // h).transpose(0, 2, 1, 3)
 
 
 def _merge_heads(a: np.ndarray) -> np.ndarray:
@@ -170,7 +170,7 @@ class MultiHeadAttention(Layer):
         scores = q @ k.transpose(0, 1, 3, 2)  # (N, H, T, T)
         if ignored is not None:
             scores[np.broadcast_to(ignored, scores.shape)] = -np.inf
-        top = scores.max(axis=-1, keepdims=True)
+        top = scores.max(axis=-1, keepdims=True, initial=-np.inf)  # T = 0: no keys, no rows
         if key_padding_mask is not None:  # rows of -inf only: exp(-inf - 0) = 0, not NaN
             top[np.isneginf(top)] = 0
         scores -= top  # without a padding mask each query sees itself: top is finite
@@ -210,6 +210,7 @@ class MultiHeadAttention(Layer):
         """Inputs: params, the forward's cache, dy (N, T, dim).
 
         Returns dx (N, T, dim) and ``AttentionParams`` of the gradients (see the class)."""
+        self.check_params(params)
         x = cache.x
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, x.shape, "gradient")
@@ -306,7 +307,7 @@ class TransformerEncoderLayer(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(N, T, dim) -> (N, T, dim)."""
-        return MultiHeadAttention(self.dim, self.num_heads).output_shape(input_shape)
+        return expect_shape(self, input_shape, ("N", "T", self.dim))
 
     def init(self, key: int | Key) -> tuple[Any, Any]:
         """Inputs: ``key``. Returns :attr:`block`'s ``init(key)``: tuples of its parts'."""
@@ -315,16 +316,27 @@ class TransformerEncoderLayer(Layer):
     def forward(self, params: Any, state: Any, x: np.ndarray) -> tuple[np.ndarray, Any]:
         """Inputs: :attr:`block`'s params and state, x (N, T, dim). Returns y (N, T, dim) and
         the block's cache."""
-        return self.block.forward(params, state, x)
+        x = as_float_array(self, x)  # a wrong dtype or shape names this layer, not a part
+        self.output_shape(x.shape)
+        return self._in_block("forward", params, state, x)
 
     def backward(self, params: Any, cache: Any, dy: np.ndarray) -> tuple[np.ndarray, Any]:
         """Inputs: params, the forward's cache, dy (N, T, dim). Returns dx and the block's
         dparams."""
-        return self.block.backward(params, cache, dy)
+        return self._in_block("backward", params, cache, dy)
 
     def backward_params(self, params: Any, cache: Any, dy: np.ndarray) -> Any:
         """The block's dparams without the input gradient."""
-        return self.block.backward_params(params, cache, dy)
+        return self._in_block("backward_params", params, cache, dy)
+
+    def _in_block(self, what: str, *args: Any) -> Any:
+        """``self.block.<what>(*args)``; an error gets a note naming this layer (the user built
+        a TransformerEncoderLayer, not the Sequential of Residuals inside)."""
+        try:
+            return getattr(self.block, what)(*args)
+        except Exception as err:
+            err.add_note(f"in the block of {self!r} ({what})")
+            raise
 
     def kink_distance(self, params: Any, state: Any, x: np.ndarray) -> float:
         """How far x is from the kinks of the block's ReLU (see fnn.testing.kink_distance)."""

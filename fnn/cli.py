@@ -19,6 +19,7 @@ import contextlib
 import functools
 import json
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -255,7 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0)."""
     args = parse_args(argv)
     k_split, k_init, k_fit = split_key(args.seed, 3)
-    dataset, (x_train, x_test, y_train, y_test) = _load(args, k_split)
+    try:
+        dataset, (x_train, x_test, y_train, y_test) = _load(args, k_split)
+    except ValueError as err:  # --test-fraction too close to 0 or 1 for the data, a bad IDX file
+        print(f"fnn: error: {err}", file=sys.stderr)
+        return 2
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     builders = {"mlp": lambda: mlp(x_train.shape[1], n_classes),
                 "cnn": lambda: cnn(x_train.shape[1:], n_classes),

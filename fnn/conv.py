@@ -181,6 +181,7 @@ class _Conv(Layer):
                    dy: np.ndarray, need_dx: bool
                    ) -> tuple[np.ndarray | None, ConvParams | ConvParamsNoBias]:
         x = cache.x
+        self.check_params(params)
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, self.output_shape(x.shape), "gradient")
         dt = np.result_type(x, dy)

@@ -55,7 +55,10 @@ def as_key(key: int | Key) -> Key:
 
 
 def split_key(key: int | Key, n: int = 2) -> tuple[Key, ...]:
-    """Derive ``n`` independent keys from ``key`` (pure: same key, same children)."""
+    """Derive ``n`` independent keys from ``key`` (pure: same key, same children); ``n`` a
+    non-negative int (else ValueError naming split_key)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"split_key: n must be a non-negative int, got {n!r}")
     seq = np.random.SeedSequence(as_key(key).seed, spawn_key=(0,))
     return tuple(Key(int(w)) for w in seq.generate_state(n, dtype=np.uint64))
 
@@ -192,12 +195,14 @@ def _dtype_name(value: Any) -> Any:
 
 def _floating_dtype(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     try:
-        ok = isinstance(value, str) and np.issubdtype(np.dtype(value), np.floating)
+        # float32 or float64 only: params of another float dtype would be refused at forward
+        ok = isinstance(value, str) and np.dtype(value) in FLOAT_DTYPES
     except TypeError:  # a string numpy does not read as a dtype
         ok = False
     if not ok:
         raise ValueError(f"{type(instance).__name__}: {attribute.name} must be a floating-point "
-                         f"dtype (e.g. \"float32\", np.float64), got {value!r}")
+                         f"dtype, float32 or float64 (e.g. \"float32\", np.float64), got "
+                         f"{value!r}")
 
 
 def dtype_field() -> Any:
@@ -327,6 +332,13 @@ def check_tree(owner: Any, name: str, value: Any, expected: Any, path: tuple = (
                         f"{type(value).__name__}: {value!r}")
 
 
+def _check_unless_empty(owner: Any, name: str, value: Any, expected: Any) -> None:
+    # a layer without params or state ignores what it is given (the contract says (), and
+    # Sequential checks its tuples' lengths)
+    if not (type(expected) is tuple and len(expected) == 0):
+        check_tree(owner, name, value, expected)
+
+
 def backward_params(layer: Any, params: Any, cache: Any, dy: np.ndarray) -> Any:
     """The dparams of ``layer.backward(params, cache, dy)`` without an input gradient that
     nobody uses: ``layer.backward_params(...)`` (see :meth:`Layer.backward_params`), or
@@ -368,12 +380,13 @@ class Layer:
         """Raise TypeError / ValueError naming this layer and the field unless ``params`` and
         ``state`` fit :meth:`param_shapes` and :meth:`state_shapes` (containers, float32 or
         float64 arrays of the right shapes). Every layer's forward calls it first."""
-        # a layer without params or state ignores what it is given (the contract says (),
-        # and Sequential checks its tuples' lengths)
-        for name, value, expected in (("params", params, self.param_shapes()),
-                                      ("state", state, self.state_shapes())):
-            if not (type(expected) is tuple and len(expected) == 0):
-                check_tree(self, name, value, expected)
+        self.check_params(params)
+        _check_unless_empty(self, "state", state, self.state_shapes())
+
+    def check_params(self, params: Any) -> None:
+        """The params half of :meth:`check_spec`, for ``backward``: params of another shape
+        than the forward's would give gradients of the wrong shape or a bare numpy error."""
+        _check_unless_empty(self, "params", params, self.param_shapes())
 
     def backward_params(self, params: Any, cache: Any, dy: Any) -> Any:
         """Only the ``dparams`` of ``backward(params, cache, dy)``, for a layer whose input

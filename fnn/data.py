@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ._files import write_atomic
-from .core import Key, generator
+from .core import FLOAT_DTYPES, Key, generator
 
 __all__ = ["load_digits", "load_mnist", "mnist_files", "read_idx", "write_idx", "one_hot",
            "train_test_split", "batches", "augment", "as_sequences"]
@@ -32,6 +32,7 @@ def load_digits(dtype: Any = np.float64, images: bool = False) -> tuple[np.ndarr
     ``images=True``, in ``dtype``; labels int64 of shape (N,). Needs scikit-learn (the ``demo``
     extra: ``pip install "fnn[demo]"``); no network access.
     """
+    _float_dtype("load_digits", dtype)
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as err:
@@ -42,6 +43,18 @@ def load_digits(dtype: Any = np.float64, images: bool = False) -> tuple[np.ndarr
     if images:
         x = x.reshape(-1, 1, 8, 8)
     return x, np.asarray(bunch.target, dtype=np.int64)
+
+
+def _float_dtype(who: str, dtype: Any) -> None:
+    """Refuse a dtype other than float32/float64 for pixels in [0, 1]: an integer one would
+    truncate them to 0 and 1, float16 is refused by every layer."""
+    try:
+        ok = np.dtype(dtype) in FLOAT_DTYPES
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{who}: dtype must be float32 or float64 (pixels are scaled to "
+                         f"[0, 1]), got {dtype!r}")
 
 
 # --- MNIST IDX files --------------------------------------------------------------------------
@@ -168,6 +181,7 @@ def load_mnist(directory: str | Path, kind: str = "train", dtype: Any = np.float
     (N, H*W), or (N, 1, H, W) with ``images=True``; labels int64 (N,). A missing file raises
     FileNotFoundError, a malformed or inconsistent one ValueError, each naming the file.
     """
+    _float_dtype("load_mnist", dtype)  # before reading 50 MB
     images_path, labels_path = mnist_files(directory, kind)
     pixels, labels = read_idx(images_path), read_idx(labels_path)
     if pixels.ndim != 3 or pixels.dtype != np.uint8:

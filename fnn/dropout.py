@@ -80,7 +80,8 @@ class Dropout(Layer):
         u = generator(mask_key).random(x.shape, dtype=draw_dtype)
         mask = (u >= self.p).astype(x.dtype)
         mask *= x.dtype.type(1.0 / (1.0 - self.p))
-        return x * mask, DropoutCache(mask=mask, x_shape=x.shape,
+        # out=: a 0-d x gives a 0-d array (x * mask would be a numpy scalar), as the others
+        return np.multiply(x, mask, out=np.empty_like(x)), DropoutCache(mask=mask, x_shape=x.shape,
                                       state=DropoutState(training=True, key=next_key))
 
     def backward(self, params: Any, cache: DropoutCache, dy: np.ndarray
@@ -92,4 +93,4 @@ class Dropout(Layer):
         expect_shape(self, dy, cache.x_shape, "gradient")
         if cache.mask is None:
             return dy.copy(), ()
-        return dy * cache.mask, ()
+        return np.multiply(dy, cache.mask, out=np.empty_like(dy)), ()

@@ -126,6 +126,7 @@ class Embedding(Layer):
 
         Returns ``(None, EmbeddingParams(dW))``: dW[i] = the sum of dy over the positions
         holding index i (0 for padding_idx); integer inputs have no gradient."""
+        self.check_params(params)
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, (*cache.x.shape, self.dim), "gradient")
         dW = np.zeros(params.W.shape, dy.dtype)
@@ -144,7 +145,8 @@ class PositionsCache:
 
 
 def _sequence_shape(layer: Any, shape: tuple[int, ...], max_len: int | None) -> None:
-    if len(shape) != 3 or shape[2] != layer.dim or (max_len is not None and shape[1] > max_len):
+    if len(shape) != 3 or shape[2] != layer.dim or (
+            max_len is not None and shape[1] is not None and shape[1] > max_len):  # None: any T
         t = "T" if max_len is None else f"T <= {max_len}"
         raise ValueError(f"{layer!r}: expected input of shape (N, {t}, {layer.dim}), got shape "
                          f"{tuple(shape)}")
@@ -197,6 +199,7 @@ class PositionalEmbedding(Layer):
                  ) -> tuple[np.ndarray, PositionalParams]:
         """Inputs: params, the cache, dy (N, T, dim). Returns dx = dy (a copy) and
         ``PositionalParams(dW)``: dW[:T] = dy summed over the batch, 0 beyond T."""
+        self.check_params(params)
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.x_shape, "gradient")
         dW = np.zeros(params.W.shape, params.W.dtype)

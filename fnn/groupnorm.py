@@ -128,6 +128,7 @@ class GroupNorm(Layer):
 
         Returns dx of x's shape and ``ScalingParams(dgamma, dbeta)`` (num_channels,) (or
         ``()``)."""
+        self.check_params(params)
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.x_shape, "gradient")
         dparams: ScalingParams | tuple = ()

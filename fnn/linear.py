@@ -99,6 +99,7 @@ class Linear(Layer):
 
         Returns dx = dy @ W (x's shape) and ``LinearParams(W=dy.T @ x, b=dy summed over the
         rows)`` in the params' dtypes (x and dy viewed as (M, n_in), (M, n_out))."""
+        self.check_params(params)
         x2, dy2 = self._rows(cache.x, dy)
         dx, dW, db = affine_backward(x2, params.W, dy2)
         return dx.reshape(cache.x.shape), LinearParams(W=cast_like(dW, params.W),
@@ -108,6 +109,7 @@ class Linear(Layer):
                         ) -> LinearParams:
         """``backward(params, cache, dy)[1]`` without computing dx (one matrix product
         fewer)."""
+        self.check_params(params)
         x2, dy2 = self._rows(cache.x, dy)
         _, dW, db = affine_backward(x2, params.W, dy2, need_dx=False)
         return LinearParams(W=cast_like(dW, params.W), b=cast_like(db, params.b))
@@ -214,6 +216,7 @@ class ChannelwiseScaling(Layer):
 
         Returns dx = dy * gamma and ``ScalingParams(gamma=sum of dy * x, beta=sum of dy)``
         (sums over N) in the params' dtypes."""
+        self.check_params(params)
         x = cache.x
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, x.shape, "gradient")

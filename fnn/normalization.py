@@ -248,6 +248,7 @@ class BatchNorm2d(Layer):
         """Inputs: params, the forward's cache, dy (N, n_channels, H, W).
 
         Returns dx of x's shape and ``ScalingParams(dgamma, dbeta)`` (or ``()``)."""
+        self.check_params(params)
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.x_shape, "gradient")
         n, c, h, w = cache.x_shape
@@ -370,6 +371,7 @@ class LayerNorm(Layer):
 
         Returns dx of x's shape and ``ScalingParams(dgamma, dbeta)`` of normalized_shape (or
         ``()``)."""
+        self.check_params(params)
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.x_shape, "gradient")
         d = math.prod(self.normalized_shape)

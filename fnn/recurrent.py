@@ -158,7 +158,9 @@ class Recurrent(Layer):
             np.matmul(hs[t], W_hh_T, out=hw)
             self._step(t, xw[t], hw, (b_hh, half, 1 - half), hs, saved)
         y = hs[:0:-1] if self.reverse else hs[1:]
-        return np.ascontiguousarray(y.swapaxes(0, 1)), RecurrentCache(xs, hs, saved, state)
+        # a copy always: for N = 1 or T = 1 the swap is already contiguous, and a view would let
+        # a write to y change the cached hidden states (and so the next backward)
+        return np.array(y.swapaxes(0, 1), order="C"), RecurrentCache(xs, hs, saved, state)
 
     def backward(self, params: RecurrentParams, cache: RecurrentCache, dy: np.ndarray
                  ) -> tuple[np.ndarray, RecurrentParams]:
@@ -176,6 +178,7 @@ class Recurrent(Layer):
 
     def _backward(self, params: RecurrentParams, cache: RecurrentCache, dy: np.ndarray,
                   need_dx: bool) -> tuple[np.ndarray | None, RecurrentParams]:
+        self.check_params(params)
         xs, hs = cache.x, cache.h
         t_len, n, _ = xs.shape
         dy = as_float_array(self, dy, "gradient")

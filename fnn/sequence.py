@@ -72,7 +72,11 @@ class Bidirectional(Layer):
                     if callable(f)), default=np.inf)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        shape = self.layer.output_shape(input_shape)
+        try:
+            shape = self.layer.output_shape(input_shape)
+        except ValueError as err:  # the user built the Bidirectional: name it too
+            err.add_note(f"in the layer of {self!r}")
+            raise
         return (*shape[:-1], 2 * shape[-1])
 
     def init(self, key: int | Key) -> tuple[BidirectionalParams, tuple]:
@@ -88,6 +92,8 @@ class Bidirectional(Layer):
 
         Returns y (N, T, 2H) and a :class:`BidirectionalCache` (both layers' caches)."""
         self.check_spec(params, state)
+        x = as_float_array(self, x)  # a wrong dtype or rank names the Bidirectional
+        self.output_shape(x.shape)
         fwd, bwd = self.layers
         yf, cf = fwd.forward(params.forward, state[0], x)
         yb, cb = bwd.forward(params.backward, state[1], x)
@@ -100,7 +106,7 @@ class Bidirectional(Layer):
 
         Returns dx = dx_forward + dx_backward (N, T, F) and :class:`BidirectionalParams` of the
         two layers' gradients."""
-        dyf, dyb = self._split(cache, dy)
+        dyf, dyb = self._split(params, cache, dy)
         fwd, bwd = self.layers
         dxf, gf = fwd.backward(params.forward, cache.forward, dyf)
         dxb, gb = bwd.backward(params.backward, cache.backward, dyb)
@@ -110,12 +116,14 @@ class Bidirectional(Layer):
     def backward_params(self, params: BidirectionalParams, cache: BidirectionalCache,
                         dy: np.ndarray) -> BidirectionalParams:
         """``backward(params, cache, dy)[1]`` without computing dx."""
-        dyf, dyb = self._split(cache, dy)
+        dyf, dyb = self._split(params, cache, dy)
         fwd, bwd = self.layers
         return BidirectionalParams(backward_params(fwd, params.forward, cache.forward, dyf),
                                    backward_params(bwd, params.backward, cache.backward, dyb))
 
-    def _split(self, cache: BidirectionalCache, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _split(self, params: BidirectionalParams, cache: BidirectionalCache, dy: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        self.check_params(params)
         dy = as_float_array(self, dy, "gradient")
         expect_shape(self, dy, cache.y_shape, "gradient")
         h = cache.y_shape[-1] // 2
@@ -142,7 +150,7 @@ class LastStep(Layer):
     """
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(input_shape) < 2 or input_shape[1] < 1:
+        if len(input_shape) < 2 or (input_shape[1] is not None and input_shape[1] < 1):
             raise ValueError(f"{self!r}: expected input of shape (N, T, ...) with T >= 1, got "
                              f"shape {tuple(input_shape)}")
         return (input_shape[0], *input_shape[2:])

@@ -22,6 +22,16 @@ class SequentialCache:
     state: tuple  # the children's new states, in order
 
 
+def _layers(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Validator: every child has the three layer methods (else a TypeError now, not a bare
+    AttributeError at the first init or forward)."""
+    for i, layer in enumerate(value if attribute.name == "layers" else (value,)):
+        if not all(callable(getattr(layer, m, None)) for m in ("init", "forward", "backward")):
+            where = f"layers[{i}]" if attribute.name == "layers" else attribute.name
+            raise TypeError(f"{type(instance).__name__}: {where} must be an fnn layer (with "
+                            f"init, forward and backward), got {layer!r}")
+
+
 def _note(err: BaseException, i: int, layer: Any, what: str) -> None:
     err.add_note(f"in Sequential layer {i} ({what}): {layer!r}")
 
@@ -35,7 +45,7 @@ class Sequential(Layer):
     per line. backward returns dx = None when the first layer does (Embedding: integer inputs
     have no gradient)."""
 
-    layers: tuple = attrs.field(converter=tuple)
+    layers: tuple = attrs.field(converter=tuple, validator=_layers)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -154,7 +164,7 @@ class Residual(Layer):
     Residual and the inner layer.
     """
 
-    layer: Any
+    layer: Any = attrs.field(validator=_layers)
 
     def init(self, key: int | Key) -> tuple[Any, Any]:
         """Inputs: ``key``. Returns the inner layer's ``init(key)``."""

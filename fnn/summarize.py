@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from . import tree
@@ -41,6 +42,13 @@ def summary(net: Any, input_shape: tuple, *, print_fn: Any = print) -> str:
     prints nothing). Returns the table as a string. A layer that does not fit raises
     ValueError naming it (and, inside a Sequential, its index).
     """
+    if not isinstance(input_shape, (tuple, list)) or not all(
+            d is None or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0)
+            for d in input_shape):
+        raise ValueError(f"summary: input_shape must be a tuple of non-negative ints (None "
+                         f"allowed for the batch axis), got {input_shape!r}")
+    if not callable(getattr(net, "output_shape", None)):
+        raise TypeError(f"summary: net must be an fnn layer (with output_shape), got {net!r}")
     net.output_shape(tuple(input_shape))  # a layer that does not fit is named, with its index
     rows, _ = _rows(net, tuple(input_shape), 0)
     header = ("layer", "output shape", "params", "state")

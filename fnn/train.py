@@ -141,6 +141,9 @@ def run_epochs(step: Callable[..., tuple], net: Any, crit: Any, params: Any, sta
     in training mode first; the history, ``validation``, ``progress`` and ``on_epoch`` are as
     in :func:`fit`. ``fnn.distributed.fit`` runs its sharded step in this same loop.
     """
+    if on_epoch is not None and not callable(on_epoch):  # not after the first epoch's work
+        raise TypeError(f"fit: on_epoch must be a function (epoch, history) or None, got "
+                        f"{on_epoch!r}")
     history: dict = {k: [] for k in HISTORY_KEYS}
     state = train_mode(state)
     index = np.arange(n_samples)
@@ -181,8 +184,22 @@ def fit_arguments(who: str, x: Any, labels: Any, epochs: Any, batch_size: Any,
             raise ValueError(f"{who}: validation must be a pair (x, labels), got "
                              f"{type(validation).__name__}")
         validation = _samples(who, *validation, "validation ")
+        _same_samples(who, x, *validation, n_classes)
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
     return x, one_hot(labels, n_classes, dtype), validation
+
+
+def _same_samples(who: str, x: np.ndarray, val_x: np.ndarray, val_labels: np.ndarray,
+                  n_classes: int) -> None:
+    """Refuse validation data that would only fail after the first epoch's training: samples
+    of another shape than x's, labels outside [0, n_classes)."""
+    if val_x.shape[1:] != x.shape[1:]:
+        raise ValueError(f"{who}: validation x has samples of shape {val_x.shape[1:]}, x has "
+                         f"samples of shape {x.shape[1:]}")
+    low, high = int(val_labels.min()), int(val_labels.max())
+    if low < 0 or high >= n_classes:
+        raise ValueError(f"{who}: validation labels must be in [0, {n_classes}) (n_classes), "
+                         f"got values in [{low}, {high}]")
 
 
 def _samples(who: str, x: Any, labels: Any, which: str) -> tuple[np.ndarray, np.ndarray]:

@@ -42,13 +42,16 @@ def clip_by_global_norm(grads: Any, max_norm: float) -> tuple[Any, float]:
         raise ValueError(f"clip_by_global_norm: max_norm must be a positive finite number, "
                          f"got {max_norm!r}")
     for path, g in tree.items(grads):
-        if isinstance(g, np.ndarray) and g.dtype.kind not in "fiu":
+        if not isinstance(g, np.ndarray):  # a number would be left out of the norm, unclipped
+            raise TypeError(f"clip_by_global_norm: grads{tree.path_str(path)} is "
+                            f"{_describe_node(g)}; gradients are arrays")
+        if g.dtype.kind not in "fiu":
             raise TypeError(f"clip_by_global_norm: grads{tree.path_str(path)} has dtype "
                             f"{g.dtype}; gradients are real numbers")
     norm = math.hypot(*(float(np.linalg.norm(g.reshape(-1))) for g in tree.leaves(grads)
                         if isinstance(g, np.ndarray)))
     coef = min(float(max_norm) / (norm + 1e-6), 1.0)
-    return tree.map(lambda g: g * coef if isinstance(g, np.ndarray) else g, grads), norm
+    return tree.map(lambda g: np.asarray(g * coef), grads), norm  # 0-d stays an array
 
 
 def rank_at_least_2(path: tuple, leaf: Any) -> bool:
@@ -238,7 +241,7 @@ class Optimizer:
         t = getattr(state, "t", 0)
         if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
             raise ValueError(f"{name}.update: state.t must be a non-negative integer, got {t!r}")
-        trees = [("grads", grads, _fits)] + [
+        trees = [("grads", grads, lambda x, w: _fits(w, x) and x.dtype in FLOAT_DTYPES)] + [
             (f"state.{s}", getattr(state, s),
              lambda x, w: _fits(w, x) and x.dtype == w.dtype) for s in self.slots()]
         for what, other, same in trees:
@@ -270,15 +273,29 @@ class Optimizer:
         """The update, unchecked, after the transformations ``before`` (a Chain's)."""
         step = getattr(state, "t", 0)
         lr, names = self.learning_rate_at(step), self.slots()
-        for transform in (*before, *self.transforms()):
+        for i, transform in enumerate((*before, *self.transforms())):
             params, grads = transform(params, grads, lr)
+            if i < len(before):  # a transformation of the user's: no broadcasting either
+                _check_transformed(self, transform, params, grads)
 
         def leaf(w: np.ndarray, g: np.ndarray, *slots: np.ndarray) -> tuple:
-            return self.rule(w, g.astype(w.dtype, copy=False), slots, lr, step + 1)
+            # np.asarray: a 0-d param stays a 0-d array (w - lr * g is a numpy scalar)
+            return tuple(np.asarray(a) for a in self.rule(w, g.astype(w.dtype, copy=False),
+                                                          slots, lr, step + 1))
 
         new_params, *slots = tree.map_multi(leaf, 1 + len(names), params, grads,
                                             *(getattr(state, n) for n in names))
         return new_params, self.State(**dict(zip(names, slots)), **self._counters(step + 1))
+
+
+def _check_transformed(opt: Optimizer, transform: Any, params: Any, grads: Any) -> None:
+    found = tree.first_difference(grads, params, lambda x, w: _fits(w, x))
+    if found is not None:
+        path, got, want = found
+        where = tree.path_str(path)
+        raise ValueError(f"{type(opt).__name__}.update: after the transformation {transform!r}, "
+                         f"grads{where} is {_describe_node(got)} where params{where} is "
+                         f"{_describe_node(want)}; a transformation must keep the shapes")
 
 
 def _transforms_validator(instance: Any, attribute: attrs.Attribute, value: tuple) -> None:

@@ -150,11 +150,28 @@ def map_multi(fn: Callable[..., tuple], n_outputs: int, tree: Any, *rest: Any) -
     ``n_outputs`` trees of ``tree``'s structure."""
     results: list = []
     map(lambda *args: results.append(fn(*args)), tree, *rest)
+    for r in results[:1]:  # fn's result count is a property of fn: the first leaf tells
+        if not isinstance(r, tuple) or len(r) != n_outputs:
+            raise ValueError(f"fnn.tree.map_multi: fn must return a tuple of n_outputs = "
+                             f"{n_outputs} values per leaf, got {_count(r)}")
     return tuple(_fill(tree, [r[i] for r in results]) for i in range(n_outputs))
 
 
+def _count(result: Any) -> str:
+    return f"{len(result)} values" if isinstance(result, tuple) else type(result).__name__
+
+
 def cast(tree: Any, dtype: Any) -> Any:
-    """A copy of ``tree`` with every floating-point array leaf cast to ``dtype``."""
+    """A copy of ``tree`` with every floating-point array leaf cast to ``dtype``, a floating
+    dtype (an integer or bool one would truncate the params: ValueError)."""
+    try:
+        floating = np.issubdtype(np.dtype(dtype), np.floating)
+    except TypeError as err:
+        raise ValueError(f"fnn.tree.cast: dtype must be a floating dtype such as np.float32, "
+                         f"got {dtype!r}") from err
+    if not floating:
+        raise ValueError(f"fnn.tree.cast: dtype must be a floating dtype such as np.float32, "
+                         f"got {np.dtype(dtype)} (casting params to it would truncate them)")
 
     def leaf(x: Any) -> Any:
         if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating):
