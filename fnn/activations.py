@@ -41,6 +41,11 @@ class _Activation(Layer):
 
     _keep = ("x",)
     _shape: tuple | None = None  # an expected shape, or None for any shape
+    # Threads only where they pay: on the 2-core test machine a second thread made the cheap,
+    # memory-bound activations 2-4.5x slower (ReLU, LeakyReLU, ELU, Tanh, SoftMax: the
+    # hand-off and the first touch of fresh pages cost more than the work), and GELU about 2x
+    # faster (docs/performance.md).
+    _parallel = False
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if self._shape is not None:
@@ -74,9 +79,11 @@ class _Activation(Layer):
         return self._blocked(self._df, cache.x, cache.y, dy), ()
 
     def _blocked(self, fn: Any, *arrays: np.ndarray | None) -> np.ndarray:
-        """``fn(*arrays)`` (None entries passed through as None); large inputs are computed
-        on fixed blocks (of elements, or of rows for SoftMax/LogSoftMax) spread over fnn's
-        threads, with the same results whatever the number of threads."""
+        """``fn(*arrays)`` (None entries passed through as None); for an activation whose
+        ``_parallel`` is True, large inputs are computed on fixed blocks (of elements, or of
+        rows) spread over fnn's threads, with the same bits whatever the number of threads."""
+        if not self._parallel:
+            return fn(*arrays)
         present = [a for a in arrays if a is not None]
 
         def call(*parts: np.ndarray) -> np.ndarray:
@@ -258,15 +265,16 @@ class GELU(_Activation):
     """
 
     approximate: str = attrs.field(default="none", validator=one_of("none", "tanh"))
+    _parallel = True
 
     def _f(self, x):
         if self.approximate == "tanh":
-            return 0.5 * x * (1 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x ** 3)))
+            return 0.5 * x * (1 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * (x * x * x))))
         return x * ndtr(x)
 
     def _df(self, x, y, dy):
         if self.approximate == "tanh":
-            t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x ** 3))
+            t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * (x * x * x)))
             du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
             return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
         pdf = np.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))

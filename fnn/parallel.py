@@ -149,7 +149,7 @@ BLOCK = 1 << 15
 
 
 def map_rows(fn: Callable[..., Any], *arrays: Any, min_size: int = MIN_SIZE,
-             block: int = BLOCK, rows: int | None = None) -> Any:
+             block: int = BLOCK, rows: int | None = None, whole_if_serial: bool = True) -> Any:
     """``fn(*arrays)`` computed on fixed blocks of rows (axis 0) of arrays of equal length, the
     results (one array, or a tuple of arrays) joined along axis 0. ``fn`` must treat rows
     independently (elementwise functions, per-row softmax). Arrays with fewer than
@@ -158,9 +158,11 @@ def map_rows(fn: Callable[..., Any], *arrays: Any, min_size: int = MIN_SIZE,
 
     The results' dtypes and row shapes come from ``fn`` on the first row alone (a probe); the
     blocks then copy their results into their rows themselves, while they are in their core's
-    cache (no serial concatenation afterwards)."""
+    cache (no serial concatenation afterwards). With one thread the arrays go whole unless
+    ``whole_if_serial`` is False (for a kernel whose blocks are faster even one after another,
+    as the pools' in float64: they stay in cache)."""
     x = arrays[0]
-    if x.ndim == 0 or x.size < min_size or is_serial():
+    if x.ndim == 0 or x.size < min_size or (whole_if_serial and is_serial()):
         # one call on the whole arrays: the rows are independent and the blocks start where
         # the whole arrays' SIMD loops would be, so the bits are those of the blocks (tested),
         # without the blocks' extra copies when there is no second thread to run them
