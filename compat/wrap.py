@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from fnn.core import FLOAT_DTYPES, check_tree
+from fnn.core import FLOAT_DTYPES
+from fnn.tree import check_tree
 
 from .module import Module
 

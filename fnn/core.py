@@ -23,7 +23,7 @@ __all__ = [
     # keys
     "Key", "as_key", "split_key", "generator",
     # the layer base, the spec decorator, shape-only descriptions and their checks
-    "Layer", "spec", "spec_repr", "ShapeDtype", "check_tree", "backward_params",
+    "Layer", "spec", "spec_repr", "ShapeDtype", "backward_params",
     # input checks
     "FLOAT_DTYPES", "as_float_array", "expect_shape", "shape_str", "cast_like",
     # hyperparameter converters, validators and fields (for specs of your own)
@@ -287,55 +287,11 @@ def spec(cls: type | None = None, **options: Any) -> Any:
     return cls
 
 
-# --- checks of params and state trees against a layer's shape-only description ------------
-
-def _path_str(path: tuple) -> str:
-    return "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in path)
-
-
-def check_tree(owner: Any, name: str, value: Any, expected: Any, path: tuple = ()) -> None:
-    """Check ``value`` against ``expected``, a tree whose array leaves are :class:`ShapeDtype`:
-    the same containers (record types, tuple lengths), and at each ShapeDtype a float32 or
-    float64 ndarray of that shape (any of the two dtypes: compat assigns arrays of either).
-    Other expected leaves (``training`` flags, keys) need a value of the same type. Raises
-    TypeError / ValueError naming ``owner``, the field (e.g. ``params.W``; ``W`` when ``name``
-    is empty), expected and actual.
-    Shape comparisons only: no per-element work."""
-    where = f"{owner!r}: " + (f"{name}{_path_str(path)}" if name else _path_str(path)[1:])
-    if isinstance(expected, ShapeDtype):
-        if not isinstance(value, np.ndarray):
-            raise TypeError(f"{where} must be a float32 or float64 ndarray of shape "
-                            f"{expected.shape}, got {type(value).__name__}")
-        if value.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{where} must be float32 or float64, got dtype {value.dtype}")
-        if value.shape != expected.shape:
-            raise ValueError(f"{where} must have shape {expected.shape}, got {value.shape}")
-        return
-    if isinstance(expected, tuple) and type(expected) is tuple:
-        if not isinstance(value, tuple) or len(value) != len(expected):
-            got = type(value).__name__ + (f" of {len(value)}" if isinstance(value, (tuple, list))
-                                          else "")
-            raise TypeError(f"{where} must be a tuple of {len(expected)} entries, got {got}")
-        for i, (v, e) in enumerate(zip(value, expected)):
-            check_tree(owner, name, v, e, (*path, i))
-        return
-    if attrs.has(type(expected)) and not isinstance(expected, Key):
-        if type(value) is not type(expected):
-            raise TypeError(f"{where} must be a {type(expected).__name__}, got "
-                            f"{type(value).__name__}")
-        for f in attrs.fields(type(expected)):
-            check_tree(owner, name, getattr(value, f.name), getattr(expected, f.name),
-                       (*path, f.name))
-        return
-    if not isinstance(value, type(expected)):
-        raise TypeError(f"{where} must be a {type(expected).__name__}, got "
-                        f"{type(value).__name__}: {value!r}")
-
-
 def _check_unless_empty(owner: Any, name: str, value: Any, expected: Any) -> None:
     # a layer without params or state ignores what it is given (the contract says (), and
-    # Sequential checks its tuples' lengths)
+    # Sequential checks its tuples' lengths); fnn.tree imports this module, hence the import
     if not (type(expected) is tuple and len(expected) == 0):
+        from .tree import check_tree
         check_tree(owner, name, value, expected)
 
 

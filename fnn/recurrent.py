@@ -10,12 +10,10 @@ that turn one step's pre-activations into the new hidden state and back:
   gradient of its pre-activations; dW_ih, dW_hh, the biases and dx are then ONE matrix product
   each over all steps, from the cached inputs and hidden states.
 
-Parameters are named and laid out as PyTorch's ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (one
-layer, ``batch_first=True``), so weights copy across: ``W_ih`` (G·H, F) = ``weight_ih_l0``,
-``W_hh`` (G·H, H) = ``weight_hh_l0``, ``b_ih`` = ``bias_ih_l0``, ``b_hh`` = ``bias_hh_l0``,
-with G = 1 (RNN), 4 (LSTM: gates i, f, g, o) or 3 (GRU: r, z, n) blocks of H rows. The initial
-hidden (and cell) state is zero. ``reverse=True`` runs from the last step to the first (the
-output at step t is then the state after reading x_T ... x_t).
+Parameters are laid out as PyTorch's ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (``batch_first``):
+``W_ih`` (G·H, F) = ``weight_ih_l0``, ``W_hh`` (G·H, H), ``b_ih``, ``b_hh``; G = 1 (RNN), 4
+(LSTM: gates i, f, g, o) or 3 (GRU: r, z, n). The initial hidden (and cell) state is zero;
+``reverse=True`` runs from the last step to the first.
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .core import Key, ShapeDtype
+from .core import FLOAT_DTYPES, Key, ShapeDtype
 
 __all__ = ["is_leaf", "children", "leaves", "paths", "items", "path_str", "first_difference",
            "unflatten", "map", "map_multi", "cast", "set_training", "train_mode", "eval_mode",
-           "describe"]
+           "describe", "check_tree"]
 
 
 def is_leaf(tree: Any) -> bool:
@@ -234,3 +234,43 @@ def _describe(tree: Any, indent: int, width: int) -> str:
     lines = [pad + (f"{k}=" if named else "") + _describe(c, indent + 2, width) + ","
              for k, c in children(tree)]
     return "\n".join([open_, *lines, " " * indent + close.lstrip(",")])
+
+
+def check_tree(owner: Any, name: str, value: Any, expected: Any, path: tuple = ()) -> None:
+    """Check ``value`` against ``expected``, a tree whose array leaves are
+    :class:`~fnn.core.ShapeDtype`: the same containers (record types, tuple lengths), and at
+    each ShapeDtype a float32 or float64 ndarray of that shape (either dtype: compat assigns
+    arrays of either).
+    Other expected leaves (``training`` flags, keys) need a value of the same type. Raises
+    TypeError / ValueError naming ``owner``, the field (e.g. ``params.W``; ``W`` when ``name``
+    is empty), expected and actual.
+    Shape comparisons only: no per-element work."""
+    where = f"{owner!r}: " + (f"{name}{path_str(path)}" if name else path_str(path)[1:])
+    if isinstance(expected, ShapeDtype):
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{where} must be a float32 or float64 ndarray of shape "
+                            f"{expected.shape}, got {type(value).__name__}")
+        if value.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{where} must be float32 or float64, got dtype {value.dtype}")
+        if value.shape != expected.shape:
+            raise ValueError(f"{where} must have shape {expected.shape}, got {value.shape}")
+        return
+    if isinstance(expected, tuple) and type(expected) is tuple:
+        if not isinstance(value, tuple) or len(value) != len(expected):
+            got = type(value).__name__ + (f" of {len(value)}" if isinstance(value, (tuple, list))
+                                          else "")
+            raise TypeError(f"{where} must be a tuple of {len(expected)} entries, got {got}")
+        for i, (v, e) in enumerate(zip(value, expected)):
+            check_tree(owner, name, v, e, (*path, i))
+        return
+    if attrs.has(type(expected)) and not isinstance(expected, Key):
+        if type(value) is not type(expected):
+            raise TypeError(f"{where} must be a {type(expected).__name__}, got "
+                            f"{type(value).__name__}")
+        for f in attrs.fields(type(expected)):
+            check_tree(owner, name, getattr(value, f.name), getattr(expected, f.name),
+                       (*path, f.name))
+        return
+    if not isinstance(value, type(expected)):
+        raise TypeError(f"{where} must be a {type(expected).__name__}, got "
+                        f"{type(value).__name__}: {value!r}")

@@ -14,7 +14,8 @@ import attrs
 import numpy as np
 
 from .. import tree
-from ..core import Key, ShapeDtype, backward_params, check_tree, generator
+from ..core import Key, ShapeDtype, backward_params, generator
+from ..tree import check_tree
 
 __all__ = ["check_gradients", "check_loss_gradients", "check_purity", "check_shapes",
            "check_init_shapes", "check_dtypes", "check_batch_consistency", "check_modes",
@@ -238,7 +239,7 @@ def check_shapes(layer: Any, params: Any, state: Any, x: np.ndarray, *,
 
 def check_init_shapes(layer: Any, params: Any, state: Any) -> None:
     """Check that ``layer.param_shapes()`` and ``layer.state_shapes()`` describe ``params`` and
-    ``state`` as ``init`` returned them: the same records (``fnn.core.check_tree``), and at
+    ``state`` as ``init`` returned them: the same records (``fnn.tree.check_tree``), and at
     each :class:`~fnn.core.ShapeDtype` an array of that shape AND dtype."""
     for name, value, method in (("params", params, "param_shapes"),
                                 ("state", state, "state_shapes")):
