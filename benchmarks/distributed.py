@@ -86,8 +86,8 @@ def _cnn(dtype, n):
 def _seconds_per_step(fit, net, x, labels, batch_size, **kwargs) -> float:
     opt = fnn.SGDMomentum(learning_rate=0.01, momentum=0.9)
     params, state = fnn.tree.cast(net.init(0), x.dtype)
-    result = fit(net, fnn.ClassNLLCriterion(), opt, params, state, opt.init(params), x, labels,
-                 epochs=1, batch_size=batch_size, key=0, **kwargs)
+    result = fit(net, fnn.ClassNLLCriterion(), opt, params, state, opt.init(params), x=x,
+                 labels=labels, epochs=1, batch_size=batch_size, key=0, **kwargs)
     return result.history["seconds"][0] / -(-len(x) // batch_size)  # without the scatter
 
 
