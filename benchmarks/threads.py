@@ -70,6 +70,8 @@ CASES: dict[str, Callable[[type], Callable[[], object]]] = {
     "batchnorm (W3)": lambda dt: _layer_case(fnn.BatchNormalization(1024), (512, 1024), dt),
     "batchnorm2d": lambda dt: _layer_case(fnn.BatchNorm2d(32), (64, 32, 32, 32), dt),
     "softmax (W3)": lambda dt: _layer_case(fnn.SoftMax(), (512, 1000), dt),
+    "relu (W2 size)": lambda dt: _layer_case(fnn.ReLU(), (64, 16, 28, 28), dt),
+    "elu (W2 size)": lambda dt: _layer_case(fnn.ELU(), (64, 16, 28, 28), dt),
     "adam update": _adam_case,
 }
 """The kernels with a parallel path at the benchmark's sizes, and the two steps: name ->

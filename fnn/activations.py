@@ -41,11 +41,6 @@ class _Activation(Layer):
 
     _keep = ("x",)
     _shape: tuple | None = None  # an expected shape, or None for any shape
-    # Threads only where they pay: on the 2-core test machine a second thread made the cheap,
-    # memory-bound activations 2-4.5x slower (ReLU, LeakyReLU, ELU, Tanh, SoftMax: the
-    # hand-off and the first touch of fresh pages cost more than the work), and GELU about 2x
-    # faster (docs/performance.md).
-    _parallel = False
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if self._shape is not None:
@@ -79,11 +74,9 @@ class _Activation(Layer):
         return self._blocked(self._df, cache.x, cache.y, dy), ()
 
     def _blocked(self, fn: Any, *arrays: np.ndarray | None) -> np.ndarray:
-        """``fn(*arrays)`` (None entries passed through as None); for an activation whose
-        ``_parallel`` is True, large inputs are computed on fixed blocks (of elements, or of
-        rows) spread over fnn's threads, with the same bits whatever the number of threads."""
-        if not self._parallel:
-            return fn(*arrays)
+        """``fn(*arrays)`` (None entries passed through as None); large inputs are computed on
+        fixed blocks (of elements, or of rows) spread over fnn's threads, with the same bits
+        whatever the number of threads."""
         present = [a for a in arrays if a is not None]
 
         def call(*parts: np.ndarray) -> np.ndarray:
@@ -265,7 +258,6 @@ class GELU(_Activation):
     """
 
     approximate: str = attrs.field(default="none", validator=one_of("none", "tanh"))
-    _parallel = True
 
     def _f(self, x):
         if self.approximate == "tanh":

@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from ._kernels.matmul import matmul
 from .core import (
     Key,
     Layer,
@@ -132,7 +133,7 @@ def _check_last_axis(layer: Linear, shape: tuple[int, ...]) -> None:
 def affine(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     """y = x @ W.T (+ b) in x's dtype, for x (M, n_in), W (n_out, n_in), b (n_out,) or None:
     the one matrix product of Linear and of the projections in fnn.attention."""
-    y = x @ cast_like(W, x).T
+    y = matmul(x, cast_like(W, x).T)
     if b is not None:
         y += cast_like(b, x)
     return y
@@ -143,7 +144,8 @@ def affine_backward(x: np.ndarray, W: np.ndarray, dy: np.ndarray, need_dx: bool 
     """(dx, dW, db) of :func:`affine` for x (M, n_in), dy (M, n_out): dx = dy @ W in x's dtype
     (None unless ``need_dx``), dW = dy.T @ x and db = dy summed over the rows, both in dy's
     dtype (cast them to the params' dtypes)."""
-    return (dy @ cast_like(W, x) if need_dx else None), dy.T @ x, dy.sum(axis=0)
+    return ((matmul(dy, cast_like(W, x)) if need_dx else None), matmul(dy.T, x),
+            dy.sum(axis=0))
 
 
 @attrs.frozen

@@ -18,10 +18,6 @@ from .. import parallel
 
 # Elements per block of rows: a block of every operand stays in a core's L2 cache.
 BLOCK = 1 << 16
-# Off: on the 2-core test machine the blocked passes on two threads were 1.1-1.8x slower than
-# the whole passes on one (W3 batchnorm 1.54 vs 0.87 ms float32; docs/performance.md). The
-# partition stays, so switching it on changes no bit.
-PARALLEL = False
 
 
 def row_blocks(a: np.ndarray) -> list[slice]:
@@ -29,14 +25,14 @@ def row_blocks(a: np.ndarray) -> list[slice]:
     elements, when not C-contiguous (LayerNorm's transposed view) or with one thread, else
     blocks of about BLOCK elements."""
     n, f = a.shape
-    if (not PARALLEL or a.size < parallel.MIN_SIZE or not a.flags.c_contiguous
+    if (a.size < parallel.MIN_SIZE or not a.flags.c_contiguous
             or parallel.is_serial()):
         return [slice(0, n)]  # the whole passes: the same bits, fewer calls
     return parallel.blocks(n, max(1, BLOCK // max(f, 1)))
 
 
 def _rows(fn: Callable[[slice], None], a: np.ndarray) -> None:
-    parallel.run(fn, row_blocks(a))
+    parallel.run(fn, parallel.merged(row_blocks(a)))
 
 
 def forward(x: np.ndarray, eps: float

@@ -182,7 +182,7 @@ def by_images(fn: Callable[..., Any], x_shape: tuple, *arrays: np.ndarray) -> An
         return fn(x_shape, *arrays)
     res = parallel.map_rows(lambda *bs: fn((len(bs[0]), 1, h, w), *bs),
                             *(a.reshape(n * c, 1, *a.shape[2:]) for a in arrays), min_size=0,
-                            rows=max(1, IMAGE_BLOCK // max(1, h * w)), whole_if_serial=False)
+                            rows=max(1, IMAGE_BLOCK // max(1, h * w)), per_block=True)
     if isinstance(res, tuple):
         return tuple(r.reshape(n, c, *r.shape[2:]) for r in res)
     return res.reshape(n, c, *res.shape[2:])

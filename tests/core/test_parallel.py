@@ -38,6 +38,67 @@ def test_blocks_depend_on_sizes_only():
     assert parallel.blocks(3, 0) == [slice(0, 1), slice(1, 2), slice(2, 3)]
 
 
+def test_spans_and_merged_share_out_contiguous_runs():
+    assert parallel.spans(7, 3) == [slice(0, 3), slice(3, 5), slice(5, 7)]
+    assert parallel.spans(2, 8) == [slice(0, 1), slice(1, 2)]
+    assert parallel.spans(0, 2) == [slice(0, 0)]
+    parts = parallel.blocks(10, 3)  # 0-3, 3-6, 6-9, 9-10
+    with fnn.threads(2):
+        assert parallel.merged(parts) == [slice(0, 6), slice(6, 10)]  # at block boundaries
+    with fnn.threads(1):
+        assert parallel.merged(parts) == [slice(0, 10)]
+    with fnn.threads(8):
+        assert parallel.merged(parts) == parts
+
+
+def test_run_gives_each_thread_one_contiguous_run():
+    names = {}
+
+    def item(i):
+        names[i] = threading.current_thread().name
+        return i
+    with fnn.threads(3):
+        assert parallel.run(item, range(8)) == list(range(8))
+    me = threading.current_thread().name
+    assert [i for i in range(8) if names[i] == me] == [0, 1, 2]  # the first run, here
+    assert all(names[i].startswith("fnn") for i in range(3, 8))  # the others on the pool
+    assert names[3] == names[4] == names[5] and names[6] == names[7]  # a run on one thread
+
+
+@pytest.mark.parametrize("bad", [0, 7])  # on the calling thread, on a pool thread
+def test_run_raises_an_items_error_after_the_other_threads_have_finished(bad):
+    done = []
+
+    def item(i):
+        if i == bad:
+            raise KeyError(i)
+        done.append(i)
+    with fnn.threads(2), pytest.raises(KeyError):
+        parallel.run(item, range(8))
+    other = range(4, 8) if bad < 4 else range(4)  # the other thread's run finished first
+    assert set(other) <= set(done)
+    assert not getattr(parallel._local, "inside", False)  # the calling thread is out again
+
+
+def test_run_with_blas_holds_blas_to_one_thread_whatever_fnns_thread_count():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas(_):
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"}
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        with fnn.threads(2):
+            assert parallel.run(blas, [0], blas=True) == [{1}]
+            assert parallel.run(blas, [0, 1], blas=True) == [{1}, {1}]
+            assert blas(0) == {2}  # restored
+        with fnn.threads(1):  # also serially: BLAS's bits must not depend on fnn's threads
+            assert parallel.run(blas, [0, 1], blas=True) == [{1}, {1}]
+            with parallel.one_blas_thread():
+                assert blas(0) == {1}
+        assert blas(0) == {2}
+        assert parallel.run(blas, [0]) == [{2}]  # no BLAS in the items: BLAS untouched
+
+
 def test_run_keeps_the_order_and_does_not_nest():
     seen = []
 
@@ -64,11 +125,8 @@ def _run(layer, x, dy):
 @pytest.mark.parametrize("layer, shape", [(layer, (3, 5, 97, 101)) for layer in ELEMENTWISE]
                          + [(fnn.SoftMax(), (1500, 131)), (fnn.LogSoftMax(), (1500, 131))],
                          ids=repr)
-def test_parallel_kernels_give_the_same_bits_for_any_thread_count(layer, shape, dtype,
-                                                                  monkeypatch):
-    """Every activation's blocked path (on for GELU only, by measurement: switched on here for
-    all), under 1, 2 and 8 threads and against one whole call."""
-    monkeypatch.setattr(type(layer), "_parallel", True)
+def test_parallel_kernels_give_the_same_bits_for_any_thread_count(layer, shape, dtype):
+    """Every activation's blocked path, under 1, 2 and 8 threads and against one whole call."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(dtype) * 3
     dy = rng.standard_normal(shape).astype(dtype)
@@ -175,10 +233,8 @@ def test_pool_with_nan_gives_the_same_bits_for_any_thread_count():
 def test_batchnorm_column_blocks_give_the_same_bits_for_any_thread_count(shape, dtype,
                                                                           monkeypatch):
     """The statistics, the moving statistics, y and dx: the same bits for any number of threads,
-    and as the whole-array formula (the blocked passes, off by default by measurement, are
-    switched on here)."""
+    and as the whole-array formula."""
     from fnn._kernels import batchnorm
-    monkeypatch.setattr(batchnorm, "PARALLEL", True)
     layer = fnn.BatchNormalization(shape[1])
     state = fnn.tree.cast(layer.init(0)[1], dtype)
     rng = np.random.default_rng(1)
@@ -242,3 +298,32 @@ def test_batchnorm2d_gives_the_same_bits_for_any_thread_count(dtype):
     shape = (16, 32, 24, 24)
     assert np.prod(shape) >= parallel.MIN_SIZE
     _same_bits_for_every_thread_count(_layer_run(fnn.BatchNorm2d(32), shape, dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n", [(64, 1568, 10),  # one BLAS thread (W2's Linear)
+                                     (100, 2000, 24),  # OpenBLAS: 1 and 2 threads differ
+                                     (128, 784, 512)])  # BLAS's own threads (W1's first Linear)
+def test_matmul_bits_do_not_depend_on_fnn_threads(m, k, n, dtype):
+    """fnn._kernels.matmul (Linear's and the attention projections' products): the same bits for
+    any fnn thread count, under BLAS's default thread count; those on one BLAS thread are
+    numpy's product on one BLAS thread."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fnn._kernels.matmul import BLAS_WORK, matmul
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((n, k)).astype(dtype).T  # a transposed view, as W.T
+    results = _same_bits_for_every_thread_count(lambda: [matmul(a, b), matmul(b.T, a.T)])
+    if m * k * n < BLAS_WORK:
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            np.testing.assert_array_equal(results[0], a @ b, strict=True)
+            np.testing.assert_array_equal(results[1], b.T @ a.T, strict=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("params_only", [False, True])
+@pytest.mark.parametrize("layer, shape", [(fnn.Linear(300, 200), (1000, 300)),
+                                          (fnn.Linear(2000, 24), (100, 2000)),
+                                          (fnn.Linear(64, 48), (40, 50, 64))], ids=repr)
+def test_linear_gives_the_same_bits_for_any_thread_count(layer, shape, dtype, params_only):
+    _same_bits_for_every_thread_count(_layer_run(layer, shape, dtype, params_only=params_only))
