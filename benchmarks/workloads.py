@@ -134,12 +134,10 @@ def build_fnn(w: Workload, d: dict, dtype: type) -> Callable[[], Any]:
     s = {"params": params, "state": state, "opt": opt.init(params)}
 
     def step() -> float:
-        y, cache = net.forward(s["params"], s["state"], x)
-        loss, lcache = crit.forward(y, t)
-        # as fnn.train.train_step: the first layer's input gradient is not computed
-        grads = fnn.core.backward_params(net, s["params"], cache, crit.backward(lcache))
-        s["params"], s["opt"] = opt.update(s["params"], grads, s["opt"])
-        s["state"] = cache.state
+        # fnn's training step: no input gradient for the first layer (backward_params), the new
+        # params written into the step's own gradient arrays (donated to the update)
+        s["params"], s["state"], s["opt"], loss, _ = fnn.train.train_step(
+            net, crit, opt, s["params"], s["state"], s["opt"], x, t)
         return float(loss)
 
     return step

@@ -100,8 +100,9 @@ class SGDMomentum(Optimizer):
     def slots(self) -> tuple[str, ...]:
         return ("accumulated_grads",)
 
-    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
-        return sgd_momentum_leaf(w, g, slots[0], lr, self.momentum)
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int,
+             out: np.ndarray | None = None) -> tuple:
+        return sgd_momentum_leaf(w, g, slots[0], lr, self.momentum, out=(out, None))
 
 
 @attrs.frozen
@@ -129,9 +130,11 @@ class Adam(Optimizer):
     def slots(self) -> tuple[str, ...]:
         return ("m", "v")
 
-    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int,
+             out: np.ndarray | None = None) -> tuple:
         lr_t = adam_step_size(lr, self.beta1, self.beta2, t)
-        return adam_leaf(w, g, *slots, lr_t, self.beta1, self.beta2, self.epsilon)
+        return adam_leaf(w, g, *slots, lr_t, self.beta1, self.beta2, self.epsilon,
+                         out=(out, None, None))
 
 
 # --- PyTorch's forms: SGD, AdamW, RMSprop; and Lion ---------------------------------------------
@@ -182,13 +185,14 @@ class SGD(_Shorthands, Optimizer):
     def slots(self) -> tuple[str, ...]:
         return ("momentum_buffer",) if self.momentum else ()
 
-    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int,
+             out: np.ndarray | None = None) -> tuple:
         if not self.momentum:
-            return (w - lr * g,)
+            return (np.subtract(w, lr * g, out=out),)
         (b,) = slots
         b = g.copy() if t == 1 else self.momentum * b + (1 - self.dampening) * g
         step = g + self.momentum * b if self.nesterov else b
-        return w - lr * step, b
+        return np.subtract(w, lr * step, out=out), b
 
 
 @attrs.frozen
@@ -227,14 +231,15 @@ class AdamW(_Shorthands, Optimizer):
     def slots(self) -> tuple[str, ...]:
         return ("m", "v")
 
-    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int,
+             out: np.ndarray | None = None) -> tuple:
         m, v = slots
         m = m + (1 - self.beta1) * (g - m)
         v = self.beta2 * v + (1 - self.beta2) * (g * g)
         denom = np.sqrt(v)
         denom /= math.sqrt(1 - self.beta2 ** t)
         denom += self.epsilon
-        return w - (lr / (1 - self.beta1 ** t)) * (m / denom), m, v
+        return np.subtract(w, (lr / (1 - self.beta1 ** t)) * (m / denom), out=out), m, v
 
 
 @attrs.frozen
@@ -273,7 +278,8 @@ class RMSprop(_Shorthands, Optimizer):
         return ("square_avg",) + (("momentum_buffer",) if self.momentum else ()) \
             + (("grad_avg",) if self.centered else ())
 
-    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int,
+             out: np.ndarray | None = None) -> tuple:
         old = dict(zip(self.slots(), slots))
         new = {"square_avg": self.alpha * old["square_avg"] + (1 - self.alpha) * (g * g)}
         d = new["square_avg"]
@@ -285,7 +291,7 @@ class RMSprop(_Shorthands, Optimizer):
         step = g / d
         if self.momentum:
             step = new["momentum_buffer"] = self.momentum * old["momentum_buffer"] + step
-        return (w - lr * step, *(new[name] for name in self.slots()))
+        return (np.subtract(w, lr * step, out=out), *(new[name] for name in self.slots()))
 
 
 @attrs.frozen
@@ -319,7 +325,9 @@ class Lion(_Shorthands, Optimizer):
     def slots(self) -> tuple[str, ...]:
         return ("m",)
 
-    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int,
+             out: np.ndarray | None = None) -> tuple:
         (m,) = slots
         direction = np.sign(self.beta1 * m + (1 - self.beta1) * g)
-        return w - lr * direction, self.beta2 * m + (1 - self.beta2) * g
+        new_m = self.beta2 * m + (1 - self.beta2) * g  # before out (maybe g) is written
+        return np.subtract(w, lr * direction, out=out), new_m

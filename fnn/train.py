@@ -16,6 +16,7 @@ import numpy as np
 
 from .core import Key, backward_params, split_key
 from .data import batches, one_hot, positive_int
+from .transforms import Chain, Optimizer
 from .tree import eval_mode, train_mode
 
 __all__ = ["train_step", "loss_and_gradients", "predict", "evaluate", "fit", "run_epochs",
@@ -33,7 +34,9 @@ def train_step(net: Any, crit: Any, opt: Any, params: Any, state: Any, opt_state
     optimizer state, the batch loss and the network output before the update.
     """
     loss, grads, state, y, _ = loss_and_gradients(net, crit, params, state, x, t)
-    params, opt_state = opt.update(params, grads, opt_state)
+    # the gradients are this step's own: fnn's optimizers may write the new params into them
+    donate = {"donate": True} if isinstance(opt, Optimizer | Chain) else {}
+    params, opt_state = opt.update(params, grads, opt_state, **donate)
     return params, state, opt_state, loss, y
 
 

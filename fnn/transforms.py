@@ -15,6 +15,7 @@ The optimizers' keyword shorthands build the same records: ``max_grad_norm=c`` i
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from typing import Any, ClassVar
@@ -174,15 +175,23 @@ class Optimizer:
       next update's rate), if declared, are kept by the base; every field named by ``slots()``
       is a tree like params (zeros at ``init``);
     - ``slots()``: the names of the slot trees in use (default none);
-    - ``rule(w, g, slots, lr, t) -> (new w, *new slots)``: the update of one array leaf, with
-      g already transformed and cast to w's dtype, lr this update's learning rate and t its
-      number (1 for the first update);
+    - ``rule(w, g, slots, lr, t, out=None) -> (new w, *new slots)``: the update of one array
+      leaf, with g already transformed and cast to w's dtype, lr this update's learning rate
+      and t its number (1 for the first update). ``out``, when not None, is an array of w's
+      shape and dtype to write the new w into (a donated gradient, possibly g itself: read g
+      before writing it); a rule without that keyword always makes a new w;
     - optionally ``transforms()``: the gradient transformations to apply first (default
       none; see :mod:`fnn.transforms`).
 
     ``update`` first checks, before computing anything, that grads and every slot tree have
     the params' structure and each leaf its param's shape (and slots its dtype): a ValueError
     (TypeError for a wrong type) names the optimizer, the leaf's path and both shapes.
+
+    ``update(..., donate=True)`` hands the gradient arrays over (JAX's ``donate``): the new
+    params may be written into them, so that a step allocates no new param arrays. Only on
+    request (``fnn.train_step`` donates the gradients it made itself), and only into a
+    gradient leaf that owns its memory, is writeable, has its param's shape and dtype and
+    shares no memory with the param or the state; the caller must not use grads afterwards.
     """
 
     State: ClassVar[type]
@@ -195,9 +204,11 @@ class Optimizer:
         """The gradient transformations applied before the rule (from the shorthand fields)."""
         return ()
 
-    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int) -> tuple:
+    def rule(self, w: np.ndarray, g: np.ndarray, slots: tuple, lr: float, t: int,
+             out: np.ndarray | None = None) -> tuple:
         """``(new w, *new slots)`` for one array leaf (see the class docstring): w, g and the
-        slots all of w's shape and dtype; new arrays, the inputs untouched."""
+        slots all of w's shape and dtype; new arrays (the new w in ``out`` if given), the
+        inputs untouched but ``out``."""
         raise NotImplementedError(f"{type(self).__name__} does not define rule")
 
     def learning_rate_at(self, step: int) -> float:
@@ -264,28 +275,52 @@ class Optimizer:
                              f"params{where} is {_describe_node(want)} (a tree like params "
                              f"is expected)")
 
-    def update(self, params: Any, grads: Any, state: Any) -> tuple[Any, Any]:
-        """``(new params, new state)`` after one step; nothing is mutated."""
+    def update(self, params: Any, grads: Any, state: Any, *, donate: bool = False
+               ) -> tuple[Any, Any]:
+        """``(new params, new state)`` after one step; nothing is mutated (with
+        ``donate=True``, the new params may be written into the grads' arrays: see the class
+        docstring)."""
         self.check(params, grads, state)
-        return self._update(params, grads, state, ())
+        return self._update(params, grads, state, (), donate)
 
-    def _update(self, params: Any, grads: Any, state: Any, before: tuple) -> tuple[Any, Any]:
+    def _update(self, params: Any, grads: Any, state: Any, before: tuple, donate: bool = False
+                ) -> tuple[Any, Any]:
         """The update, unchecked, after the transformations ``before`` (a Chain's)."""
         step = getattr(state, "t", 0)
-        lr, names = self.learning_rate_at(step), self.slots()
+        lr, names, given = self.learning_rate_at(step), self.slots(), params
         for i, transform in enumerate((*before, *self.transforms())):
             params, grads = transform(params, grads, lr)
             if i < len(before):  # a transformation of the user's: no broadcasting either
                 _check_transformed(self, transform, params, grads)
 
+        slot_trees = [getattr(state, n) for n in names]
+        donated = (_donatable(grads, (given, params), slot_trees)
+                   if donate and "out" in inspect.signature(self.rule).parameters else set())
+
         def leaf(w: np.ndarray, g: np.ndarray, *slots: np.ndarray) -> tuple:
+            extra = {"out": g} if id(g) in donated and g.dtype == w.dtype else {}
             # np.asarray: a 0-d param stays a 0-d array (w - lr * g is a numpy scalar)
             return tuple(np.asarray(a) for a in self.rule(w, g.astype(w.dtype, copy=False),
-                                                          slots, lr, step + 1))
+                                                          slots, lr, step + 1, **extra))
 
-        new_params, *slots = tree.map_multi(leaf, 1 + len(names), params, grads,
-                                            *(getattr(state, n) for n in names))
+        new_params, *slots = tree.map_multi(leaf, 1 + len(names), params, grads, *slot_trees)
         return new_params, self.State(**dict(zip(names, slots)), **self._counters(step + 1))
+
+
+def _donatable(grads: Any, params: Any, slot_trees: list) -> set[int]:
+    """The ids of the donated gradient leaves that may take a new w: ndarrays owning their
+    memory, writeable, C-contiguous, each once in the tree, sharing memory with no param leaf
+    (those given, and those after the transformations) or slot leaf (so that writing one
+    changes nothing else that the update reads or returns)."""
+    leaves = [g for g in tree.leaves(grads) if isinstance(g, np.ndarray)]
+    counts: dict[int, int] = {}
+    for g in leaves:
+        counts[id(g)] = counts.get(id(g), 0) + 1
+    others = [a for t in (params, *slot_trees) for a in tree.leaves(t)
+              if isinstance(a, np.ndarray)]
+    return {id(g) for g in leaves
+            if counts[id(g)] == 1 and g.flags.owndata and g.flags.writeable
+            and g.flags.c_contiguous and not any(np.may_share_memory(g, a) for a in others)}
 
 
 def _check_transformed(opt: Optimizer, transform: Any, params: Any, grads: Any) -> None:
@@ -327,11 +362,13 @@ class Chain:
         """The optimizer's learning rate after ``step`` updates."""
         return self.optimizer.learning_rate_at(step)
 
-    def update(self, params: Any, grads: Any, state: Any) -> tuple[Any, Any]:
+    def update(self, params: Any, grads: Any, state: Any, *, donate: bool = False
+               ) -> tuple[Any, Any]:
         """``(new params, new state)``: the optimizer's checks, then the transformations in
-        order, then the optimizer's own transformations and rule."""
+        order, then the optimizer's own transformations and rule (``donate`` as in
+        :meth:`Optimizer.update`)."""
         self.optimizer.check(params, grads, state)
-        return self.optimizer._update(params, grads, state, self.transforms)
+        return self.optimizer._update(params, grads, state, self.transforms, donate)
 
 
 def chain(*parts: Any) -> Chain:

@@ -76,6 +76,89 @@ def test_update_is_pure(name):
         state = state1
 
 
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_donated_grads_give_the_same_bits_and_take_the_new_params(name, dtype):
+    """update(..., donate=True): the same new params and state, to the bit, over two updates;
+    the new params written into the gradient arrays (the caller's own without transformations,
+    else maybe the transformed copies); params and state untouched."""
+    opt = ALL[name]
+    params = a_tree(dtype)
+    grads = [a_tree(dtype, seed=5), a_tree(dtype, seed=6)]
+    want, want_state = run(opt, params, grads)
+    state = opt.init(params)
+    new = params
+    for g in grads:
+        g = tree.map(np.copy, g)
+        kept = tree.map(np.copy, (new, state))
+        new_next, state_next = opt.update(new, g, state, donate=True)
+        for u, v in zip(tree.leaves(kept), tree.leaves((new, state))):
+            np.testing.assert_array_equal(u, v)  # the params and state given: untouched
+        if not isinstance(opt, fnn.optim.Chain) and not opt.transforms():
+            assert all(a is b for a, b in zip(tree.leaves(new_next), tree.leaves(g)))
+        new, state = new_next, state_next
+    for u, v in zip(tree.leaves((want, want_state)), tree.leaves((new, state))):
+        np.testing.assert_array_equal(u, v, strict=True)
+
+
+@pytest.mark.parametrize("name", ["sgd-momentum", "adam", "adamw", "lion"])
+def test_only_safe_grads_are_donated(name):
+    """Not donated: a read-only leaf, a view, a leaf twice in the tree, a leaf that is a param
+    or shares memory with one; donate=False (the default) never writes into grads."""
+    opt = ALL[name]
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal((3, 4)) for _ in range(4)]
+    state = opt.init(params)
+    twice = rng.standard_normal((3, 4))
+    frozen = rng.standard_normal((3, 4))
+    frozen.flags.writeable = False
+    view = rng.standard_normal((3, 8))[:, :4]
+    for grads in ([frozen, view, twice, twice], [params[1], params[1], params[2], params[3]]):
+        copies = [g.copy() for g in grads]
+        before = [p.copy() for p in params]
+        new, _ = opt.update(params, grads, state, donate=True)
+        for g, c in zip(grads, copies):
+            np.testing.assert_array_equal(g, c)  # nothing written into any of them
+        for p, b in zip(params, before):
+            np.testing.assert_array_equal(p, b)
+        want, _ = opt.update(params, copies, state)
+        for u, v in zip(new, want):
+            np.testing.assert_array_equal(u, v)
+    grads = [rng.standard_normal((3, 4)) for _ in range(4)]
+    copies = [g.copy() for g in grads]
+    opt.update(params, grads, state)
+    for g, c in zip(grads, copies):
+        np.testing.assert_array_equal(g, c)
+
+
+def test_train_step_donates_its_own_grads_only_to_fnn_optimizers():
+    """train_step's new params live in the step's gradient arrays (no new param arrays); the
+    caller's params are untouched; a duck-typed optimizer is called without ``donate``."""
+    net = fnn.Sequential([fnn.Linear(4, 3), fnn.LogSoftMax()])
+    params, state = net.init(0)
+    x = np.random.default_rng(0).standard_normal((5, 4))
+    t = np.eye(3)[[0, 1, 2, 0, 1]]
+    kept = tree.map(np.copy, params)
+    opt = fnn.SGDMomentum(0.1, 0.9)
+    new, *_ = fnn.train.train_step(net, fnn.ClassNLLCriterion(), opt, params, state,
+                                   opt.init(params), x, t)
+    for u, v in zip(tree.leaves(kept), tree.leaves(params)):
+        np.testing.assert_array_equal(u, v)
+    _, grads, *_ = fnn.train.loss_and_gradients(net, fnn.ClassNLLCriterion(), params, state,
+                                                x, t)
+    want, _ = opt.update(params, grads, opt.init(params))
+    for u, v in zip(tree.leaves(new), tree.leaves(want)):
+        np.testing.assert_array_equal(u, v, strict=True)
+
+    class Plain:  # update(params, grads, state) only
+        def update(self, params, grads, state):
+            return opt.update(params, grads, state)
+    new2, *_ = fnn.train.train_step(net, fnn.ClassNLLCriterion(), Plain(), params, state,
+                                    opt.init(params), x, t)
+    for u, v in zip(tree.leaves(new), tree.leaves(new2)):
+        np.testing.assert_array_equal(u, v, strict=True)
+
+
 def _with_leaf(t, path, value):
     """``t`` with the leaf at ``path`` replaced by ``value``."""
     return tree.unflatten(t, [value if p == path else x for p, x in tree.items(t)])
