@@ -79,29 +79,36 @@ CASES: dict[str, Callable[[type], Callable[[], object]]] = {
 
 
 def parallel_fraction(fn: Callable[[], object], calls: int = 5) -> float:
-    """The fraction of fn's time (1 thread) spent in fnn.parallel.run's regions: the part that
+    """The fraction of fn's time (1 thread) spent in fnn.parallel's regions (``run``, and
+    ``map_rows`` / ``map_elements``, which make one whole call with one thread): the part that
     N threads can share (Amdahl's p)."""
-    inside, depth, run = [0.0], [0], fnn.parallel.run
+    inside, depth = [0.0], [0]
+    names = ("run", "map_rows", "map_elements")
+    originals = {name: getattr(fnn.parallel, name) for name in names}
 
-    def timed_run(*args: object, **kwargs: object) -> object:
-        depth[0] += 1
-        start = time.perf_counter()
-        try:
-            return run(*args, **kwargs)
-        finally:
-            depth[0] -= 1
-            if depth[0] == 0:
-                inside[0] += time.perf_counter() - start
+    def timed(f: Callable[..., object]) -> Callable[..., object]:
+        def call(*args: object, **kwargs: object) -> object:
+            depth[0] += 1
+            start = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    inside[0] += time.perf_counter() - start
+        return call
     with fnn.threads(1):
         fn()
-        fnn.parallel.run = timed_run
+        for name, f in originals.items():
+            setattr(fnn.parallel, name, timed(f))
         try:
             start = time.perf_counter()
             for _ in range(calls):
                 fn()
             total = time.perf_counter() - start
         finally:
-            fnn.parallel.run = run
+            for name, f in originals.items():
+                setattr(fnn.parallel, name, f)
     return inside[0] / total
 
 
@@ -134,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                 t = {}
                 for n in order:
                     with fnn.threads(n):
-                        fn()  # warm: the pool's threads, the BLAS limit
+                        # untimed first, at least 0.1 s: the pool's threads, and BLAS's idle
+                        # threads of the case before, which spin for a while (see run.py)
+                        _time(fn, max(args.min_time, 0.1))
                         t[n] = _time(fn, args.min_time)
                 t1.append(t[1])
                 tn.append(t[args.threads])

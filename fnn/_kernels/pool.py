@@ -165,9 +165,10 @@ def avg_backward(dy: np.ndarray, x_shape: tuple, window: Window) -> np.ndarray:
 
 # --- the pools on fixed blocks of images (fnn.parallel's threads) ----------------------------
 
-# Input elements per block of images: a block's input, output and temporaries stay in a core's
-# L2 cache, and a block is long enough (tens of microseconds) to be worth a thread hand-off.
-IMAGE_BLOCK = 1 << 17
+# Input elements per block of images: the fastest of 2^16-2^19 on the 2-core test machine, with
+# 1 and 2 threads, float32 and float64, for five pools (2^17 took 1.05-1.3x as long; 2^19 left
+# the W2 step's second pool in one block; docs/performance.md).
+IMAGE_BLOCK = 1 << 18
 
 
 def by_images(fn: Callable[..., Any], x_shape: tuple, *arrays: np.ndarray) -> Any:
