@@ -5,7 +5,7 @@ Every layer is a frozen spec with ``init(key) -> (params, state)``,
 See docs/contract.md.
 """
 
-from . import data, init, io, parallel, schedules, testing, train, transforms, tree
+from . import data, init, io, memory, parallel, schedules, testing, train, transforms, tree
 from .activations import (
     ELU,
     GELU,
@@ -59,7 +59,7 @@ __all__ = [
     "CrossEntropy", "NLLLoss", "BCEWithLogits", "L1", "Huber",
     "SGD", "AdamW", "RMSprop", "clip_by_global_norm", "schedules",
     "Tanh", "Sigmoid", "GELU", "Identity", "BatchNorm2d", "LayerNorm", "Residual",
-    "AvgPool2d", "GlobalAvgPool2d", "summary", "parallel", "set_num_threads", "threads",
+    "AvgPool2d", "GlobalAvgPool2d", "summary", "parallel", "memory", "set_num_threads", "threads",
     "Conv1d", "MaxPool1d", "AvgPool1d", "GroupNorm", "Lion", "transforms",
     "Embedding", "PositionalEmbedding", "SinusoidalPositions", "MultiHeadAttention",
     "TransformerEncoderLayer",

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import data, io, parallel, train
+from . import data, io, memory, parallel, train
 from ._files import write_atomic
 from .activations import LogSoftMax, ReLU
 from .attention import TransformerEncoderLayer
@@ -255,6 +255,8 @@ def plot_history(history: dict, path: Path, title: str | None = None) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0)."""
     args = parse_args(argv)
+    # this process is a training program: keep freed memory for the next step's arrays
+    memory.keep_freed_memory()
     k_split, k_init, k_fit = split_key(args.seed, 3)
     try:
         dataset, (x_train, x_test, y_train, y_test) = _load(args, k_split)

@@ -255,3 +255,13 @@ def test_recurrent_models_read_the_images_as_rows(tmp_path, capsys, model):
     _run(capsys, "--mnist", str(tmp_path), "--model", model, "--epochs", "1", "--out",
          str(tmp_path / "m"))
     assert fnn.load(tmp_path / "m" / "model.npz").model[0].layer.input_size == 6
+
+
+def test_the_command_line_keeps_freed_memory(tmp_path, capsys, monkeypatch):
+    """python -m fnn owns its process: it calls fnn.memory.keep_freed_memory before training."""
+    calls = []
+    monkeypatch.setattr(cli.memory, "keep_freed_memory", lambda: calls.append(1) or True)
+    _write_mnist(tmp_path)
+    assert cli.main(["--mnist", str(tmp_path), "--epochs", "1", "--quiet",
+                     "--out", str(tmp_path / "r")]) == 0
+    assert calls == [1]
