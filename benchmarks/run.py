@@ -262,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="BLAS and torch threads (default: numpy's BLAS)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--profile", action="store_true", help="cProfile fnn's calls instead")
+    p.add_argument("--keep-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="fnn.memory.keep_freed_memory() first, as python -m fnn does (for "
+                        "every implementation: one process); --no-keep-memory: glibc's default")
     args = p.parse_args(argv)
+    kept = args.keep_memory and wl.fnn.memory.keep_freed_memory()
     args.rounds = args.rounds or (5 if args.quick else 15)
     args.classic_rounds = args.classic_rounds or (1 if args.quick else 3)
     args.min_time = args.min_time or (0.05 if args.quick else 0.2)
@@ -284,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"numpy {info['numpy']} with {blas}; torch {info['torch']}; "
           f"compat {'yes' if info['compat'] else 'not importable'}; "
           f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}; "
-          f"load average {info['loadavg_start'][0]:.2f}")
+          f"load average {info['loadavg_start'][0]:.2f}; "
+          f"malloc keeps freed memory: {'yes' if kept else 'no (glibc default)'}")
     t_start = time.perf_counter()
     n = 1024 if args.quick else 2048
     rates = {"gemm": {k: gemm_rate(dt, n, 5) for k, dt in DTYPES.items()},

@@ -122,11 +122,15 @@ def main(argv: list[str] | None = None) -> int:
                    "whole run (threadpoolctl; default: numpy's own count)")
     p.add_argument("--only", action="append", default=[], metavar="TEXT",
                    help="cases whose name contains TEXT (repeatable)")
+    p.add_argument("--keep-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="fnn.memory.keep_freed_memory() first, as python -m fnn does")
     args = p.parse_args(argv)
+    kept = args.keep_memory and fnn.memory.keep_freed_memory()
     if args.blas:
         from threadpoolctl import threadpool_limits
         limiter = threadpool_limits(args.blas, user_api="blas")  # noqa: F841 - for the run
     print(f"# fnn threads: 1 against {args.threads}, BLAS threads {args.blas or 'default'}, "
+          f"malloc keeps freed memory: {'yes' if kept else 'no'}, "
           f"load average {os.getloadavg()[0]:.2f}")
     print("\n| case | dtype | ms, 1 thread | ms, N threads | N/1 | parallel fraction p | "
           "Amdahl 2 / 4 / 8 / 16 cores |\n|---|---|---|---|---|---|---|")
