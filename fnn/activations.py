@@ -41,6 +41,7 @@ class _Activation(Layer):
 
     _keep = ("x",)
     _shape: tuple | None = None  # an expected shape, or None for any shape
+    _parallel = True  # large inputs on fnn's threads (see ReLU)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if self._shape is not None:
@@ -75,8 +76,10 @@ class _Activation(Layer):
 
     def _blocked(self, fn: Any, *arrays: np.ndarray | None) -> np.ndarray:
         """``fn(*arrays)`` (None entries passed through as None); large inputs are computed on
-        fixed blocks (of elements, or of rows) spread over fnn's threads, with the same bits
-        whatever the number of threads."""
+        fixed blocks (of elements, or of rows) spread over fnn's threads (if ``_parallel``),
+        with the same bits whatever the number of threads."""
+        if not self._parallel:
+            return fn(*arrays)
         present = [a for a in arrays if a is not None]
 
         def call(*parts: np.ndarray) -> np.ndarray:
@@ -141,6 +144,12 @@ class LogSoftMax(_Activation):
 @spec
 class ReLU(_Activation):
     """y = max(x, 0); dx = dy * (x > 0), as the classic module. Any shape. The cache holds x."""
+
+    # One operation per element, bound by memory: two threads made it 1.01-1.26x slower in
+    # float32 (0.95-0.99x in float64) on the 2-core test machine, every other activation
+    # 0.54-0.93x (docs/performance.md). Its blocked path stays (tested): switching it on
+    # changes no bit.
+    _parallel = False
 
     def _f(self, x):
         return np.maximum(x, 0)
