@@ -10,10 +10,14 @@ combines partial results in the order of the pieces, so a step gives bit-identic
 with 1, 2 or 8 threads. numpy releases the GIL inside its loops, so threads run them on
 several cores at once.
 
-Inside a parallel region numpy's BLAS is held to one thread by threadpoolctl's scoped limit
-(restored on exit; nothing in the process is changed permanently), so that the pieces' matrix
-products do not each start BLAS threads on top of fnn's. Without threadpoolctl installed, the
-pieces that call BLAS run one after another.
+Each thread takes one contiguous run of the pieces (a static schedule: one hand-off per thread),
+and the elementwise and row kernels make one call per thread on its run (:func:`merged`).
+
+While pieces that call BLAS run, numpy's BLAS is held to one thread by threadpoolctl's scoped
+limit (:func:`one_blas_thread`; restored on exit, nothing in the process is changed
+permanently), whatever fnn's thread count: the pieces' products do not start BLAS threads on
+top of fnn's, and their bits do not depend on fnn's thread count. Without threadpoolctl
+installed, the pieces that call BLAS run one after another.
 """
 
 from __future__ import annotations
