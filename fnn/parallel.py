@@ -110,8 +110,9 @@ def _mark_inside() -> None:
 _controller: list[Any] = []  # the threadpoolctl controller, made once (it scans the libraries)
 
 
-def _blas_limit() -> contextlib.AbstractContextManager | None:
-    """threadpoolctl's scoped limit of BLAS to one thread, or None if it is not installed."""
+def _blas_controller() -> Any:
+    """threadpoolctl's controller (made once: it scans the libraries), or None if threadpoolctl
+    is not installed."""
     if not _controller:
         try:
             from threadpoolctl import ThreadpoolController
@@ -119,19 +120,55 @@ def _blas_limit() -> contextlib.AbstractContextManager | None:
             _controller.append(None)
         else:
             _controller.append(ThreadpoolController())
-    controller = _controller[0]
-    return None if controller is None else controller.limit(limits=1, user_api="blas")
+    return _controller[0]
 
 
 def one_blas_thread() -> contextlib.AbstractContextManager:
-    """A ``with`` block in which numpy's BLAS runs on one thread (threadpoolctl's scoped limit,
+    """A ``with`` block in which numpy's BLAS runs on one thread (threadpoolctl's limit,
     restored on exit; nothing if threadpoolctl is not installed, or inside a region, where BLAS
     is held already). fnn computes every matrix product that it does not leave to BLAS's own
     threads in such a block, whatever its own thread count: BLAS's results can depend on BLAS's
-    thread count (OpenBLAS's do for some shapes), so fnn's thread count never changes them."""
-    if getattr(_local, "inside", False):
+    thread count (OpenBLAS's do for some shapes), so fnn's thread count never changes them.
+
+    BLAS's thread count is the process's, so the blocks of all threads share one hold: the
+    first to enter sets the limit, the last to leave restores the count it found (with one
+    limit per thread, a second thread's limit did not take effect while the first's was on)."""
+    if getattr(_local, "inside", False) or _blas_controller() is None:
         return contextlib.nullcontext()
-    return _blas_limit() or contextlib.nullcontext()
+    return _shared_hold()
+
+
+_hold_lock = threading.Lock()
+_hold: list[Any] = [0, None]  # blocks inside the shared hold, threadpoolctl's active limit
+
+
+@contextlib.contextmanager
+def _shared_hold() -> Iterator[None]:
+    with _hold_lock:
+        if _hold[0] == 0:  # the limit is set when made
+            _release_blas_control()
+            _hold[1] = _blas_controller().limit(limits=1, user_api="blas")
+        _hold[0] += 1
+    try:
+        yield
+    finally:
+        with _hold_lock:
+            _hold[0] -= 1
+            if _hold[0] == 0:
+                _release_blas_control()  # this thread may not be the one that set the limit
+                _hold[1].restore_original_limits()
+                _hold[1] = None
+                _release_blas_control()
+
+
+def _release_blas_control() -> None:
+    """threadpoolctl 3.6+ lets one thread at a time set OpenBLAS's (process-wide) thread count;
+    a set from another is ignored. The shared hold is set by the first thread in and restored by
+    the last one out, under a lock: release the control so that this thread's set counts."""
+    for lib in _blas_controller().lib_controllers:
+        release = getattr(lib, "clear_controlling_thread", None)
+        if release is not None:
+            release(force=True)
 
 
 def is_serial() -> bool:
@@ -155,9 +192,9 @@ def run(fn: Callable[[Any], T], items: Sequence[Any], *, blas: bool = False) -> 
     if getattr(_local, "inside", False):
         return [fn(item) for item in items]
     if blas:
-        limit = _blas_limit()
-        if limit is None:  # BLAS may not be limited, so do not add threads
+        if _blas_controller() is None:  # BLAS may not be limited, so do not add threads
             return [fn(item) for item in items]
+        limit = _shared_hold()
     else:
         limit = contextlib.nullcontext()
     threads = get_num_threads()

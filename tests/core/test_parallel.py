@@ -330,3 +330,34 @@ def test_matmul_bits_do_not_depend_on_fnn_threads(m, k, n, dtype):
                                           (fnn.Linear(64, 48), (40, 50, 64))], ids=repr)
 def test_linear_gives_the_same_bits_for_any_thread_count(layer, shape, dtype, params_only):
     _same_bits_for_every_thread_count(_layer_run(layer, shape, dtype, params_only=params_only))
+
+
+def test_blas_holds_from_several_threads_restore_blas_once_all_have_left():
+    """Threads of the caller's own (two trainings at once, say) each hold BLAS to one thread
+    many times, overlapping: BLAS is back at its count when the last has left, never stuck."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas():
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"}
+    from fnn._kernels.matmul import matmul
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((64, 1568)), rng.standard_normal((1568, 10))  # one BLAS thread
+    errors = []
+
+    def work():
+        try:
+            for _ in range(100):
+                with parallel.one_blas_thread():
+                    assert blas() == {1}
+                matmul(a, b)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        workers = [threading.Thread(target=work) for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert blas() == {2}
+    assert not errors, errors[:1]
