@@ -2,13 +2,14 @@
 threads, the others on one BLAS thread (``fnn.parallel.one_blas_thread``), whatever fnn's
 thread count.
 
-BLAS splits a large product better than fnn's pool could (no GIL, no hand-off: the W1 step's
-products took 3.3 ms on BLAS's two threads against 4.2 ms cut into shares on fnn's). A smaller
-product on BLAS's threads gains little and costs much: it leaves BLAS's worker spinning on the
-core that fnn's pool needs next (the W2 step, whose only such product is Linear(1568, 10)'s, took
-18.3 ms with it and 13.3 ms with that product on one BLAS thread; docs/performance.md). Neither
-choice depends on fnn's thread count, so neither do the bits (OpenBLAS's results can depend on
-its own thread count, and on how a product's rows are cut: neither is done here).
+BLAS splits a large product better than fnn's pool could (no GIL, no hand-off: the W1 step took
+3.3 ms with its products on BLAS's two threads, 4.2 ms with them cut into shares on fnn's). A
+smaller product on BLAS's threads gains little and costs much: it leaves BLAS's worker
+spinning on the core that fnn's pool needs next (the W2 step, whose only such product is
+Linear(1568, 10)'s, took 18.3 ms with it and 13.3 ms with that product on one BLAS thread;
+docs/performance.md). Neither choice depends on fnn's thread count, so neither do the bits
+(OpenBLAS's results can depend on its own thread count, and on how a product's rows are cut:
+neither is done here).
 """
 
 from __future__ import annotations
