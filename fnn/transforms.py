@@ -15,6 +15,7 @@ The optimizers' keyword shorthands build the same records: ``max_grad_norm=c`` i
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -295,7 +296,7 @@ class Optimizer:
 
         slot_trees = [getattr(state, n) for n in names]
         donated = (_donatable(grads, (given, params), slot_trees)
-                   if donate and "out" in inspect.signature(self.rule).parameters else set())
+                   if donate and _takes_out(type(self).rule) else set())
 
         def leaf(w: np.ndarray, g: np.ndarray, *slots: np.ndarray) -> tuple:
             extra = {"out": g} if id(g) in donated and g.dtype == w.dtype else {}
@@ -307,6 +308,12 @@ class Optimizer:
         return new_params, self.State(**dict(zip(names, slots)), **self._counters(step + 1))
 
 
+@functools.cache
+def _takes_out(rule: Any) -> bool:
+    """A rule (the function) with an ``out`` keyword: it can write the new w there."""
+    return "out" in inspect.signature(rule).parameters
+
+
 def _donatable(grads: Any, params: Any, slot_trees: list) -> set[int]:
     """The ids of the donated gradient leaves that may take a new w: ndarrays owning their
     memory, writeable, C-contiguous, each once in the tree, sharing memory with no param leaf
@@ -316,11 +323,24 @@ def _donatable(grads: Any, params: Any, slot_trees: list) -> set[int]:
     counts: dict[int, int] = {}
     for g in leaves:
         counts[id(g)] = counts.get(id(g), 0) + 1
-    others = [a for t in (params, *slot_trees) for a in tree.leaves(t)
-              if isinstance(a, np.ndarray)]
+    # A leaf that owns its memory shares it only with arrays whose chain of bases ends at it:
+    # collect those owners once (not a may_share_memory per pair: quadratic in the leaves),
+    # and keep the rare leaves whose memory comes from another object for a direct check.
+    owners: set[int] = set()
+    foreign = []
+    for a in (a for t in (params, *slot_trees) for a in tree.leaves(t)):
+        if isinstance(a, np.ndarray):
+            owner = a
+            while isinstance(owner.base, np.ndarray):
+                owner = owner.base
+            if owner.base is None:
+                owners.add(id(owner))
+            else:
+                foreign.append(a)
     return {id(g) for g in leaves
             if counts[id(g)] == 1 and g.flags.owndata and g.flags.writeable
-            and g.flags.c_contiguous and not any(np.may_share_memory(g, a) for a in others)}
+            and g.flags.c_contiguous and id(g) not in owners
+            and not any(np.may_share_memory(g, a) for a in foreign)}
 
 
 def _check_transformed(opt: Optimizer, transform: Any, params: Any, grads: Any) -> None:
