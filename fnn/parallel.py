@@ -191,12 +191,9 @@ def run(fn: Callable[[Any], T], items: Sequence[Any], *, blas: bool = False) -> 
     items run one after another. ``fn`` must not write to memory another item reads."""
     if getattr(_local, "inside", False):
         return [fn(item) for item in items]
-    if blas:
-        if _blas_controller() is None:  # BLAS may not be limited, so do not add threads
-            return [fn(item) for item in items]
-        limit = _shared_hold()
-    else:
-        limit = contextlib.nullcontext()
+    if blas and _blas_controller() is None:  # BLAS may not be limited: do not add threads
+        return [fn(item) for item in items]
+    limit = one_blas_thread() if blas else contextlib.nullcontext()
     threads = get_num_threads()
     runs = spans(len(items), threads)
 
